@@ -1,0 +1,49 @@
+"""Fake (meta) implementations: output shapes and dtypes only, after the same checks the
+references run, so torch.compile and opcheck see the errors a real call would raise."""
+from __future__ import annotations
+
+import torch
+
+from .reference.align import check_moe_align
+from .reference.attention import check_fp8_kv_attention, head_dim_v_of
+from .reference.kv_cache import check_kv_cache_append
+from .reference.moe_gemm import check_moe_gemm
+from .reference.quant import check_quantize_nvfp4
+from .reference.router import check_topk_router
+
+
+def moe_gemm(a, w, w_scale, w_alpha, expert_offsets, act="bf16", a_scale=None, scale_layout="linear"):
+    check_moe_gemm(a, w, w_scale, w_alpha, expert_offsets, act, a_scale, scale_layout)
+    return a.new_empty((a.shape[0], w.shape[1]), dtype=torch.bfloat16)
+
+
+def topk_router(logits, bias, top_k, scoring="sigmoid", n_group=1, topk_group=1, renormalize=True,
+                routed_scaling_factor=1.0):
+    check_topk_router(logits, bias, top_k, scoring, n_group, topk_group)
+    T = logits.shape[0]
+    return (logits.new_empty((T, top_k), dtype=torch.float32), logits.new_empty((T, top_k), dtype=torch.int32))
+
+
+def moe_align(ids, num_experts, block_size=1, expert_map=None):
+    check_moe_align(ids, num_experts, block_size, expert_map)
+    n = ids.shape[0] * ids.shape[1]
+    i32 = torch.int32
+    return (ids.new_empty((num_experts + 1,), dtype=i32), ids.new_empty((n,), dtype=i32),
+            ids.new_empty((n,), dtype=i32), ids.new_empty((num_experts + 1,), dtype=i32))
+
+
+def quantize_nvfp4(x, global_scale):
+    check_quantize_nvfp4(x, global_scale)
+    M, K = x.shape
+    return (x.new_empty((M, K // 2), dtype=torch.uint8), x.new_empty((M, K // 16), dtype=torch.float8_e4m3fn))
+
+
+def kv_cache_append(k, v, k_cache, v_cache, slot_mapping, k_scale, v_scale):
+    check_kv_cache_append(k, v, k_cache, v_cache, slot_mapping, k_scale, v_scale)
+
+
+def fp8_kv_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k_scale, v_scale,
+                     softmax_scale, causal=True, max_q_len=-1, head_dim_v=-1):
+    check_fp8_kv_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k_scale, v_scale, head_dim_v)
+    Dv = head_dim_v_of(q, v_cache, head_dim_v)
+    return q.new_empty((q.shape[0], q.shape[1], Dv), dtype=torch.bfloat16)

@@ -1,0 +1,61 @@
+"""Python entry points: thin wrappers over torch.ops.k2kernels.* with the defaults spelled out.
+
+Engines may call torch.ops.k2kernels.<op> directly; these wrappers only add keyword defaults and
+turn Python-float scales into device tensors (scales are tensors so CUDA graphs and torch.compile
+never bake in a changing constant)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+_ops = torch.ops.k2kernels
+
+
+def _as_scale(x, device) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x
+    return torch.tensor(float(x), dtype=torch.float32, device=device)
+
+
+def moe_gemm(a: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, w_alpha: torch.Tensor,
+             expert_offsets: torch.Tensor, act: str = "bf16", a_scale=None,
+             scale_layout: str = "linear") -> torch.Tensor:
+    """out[r] = a[r] @ W_e^T for rows r of expert e (contract.md); returns bf16 [M, N]."""
+    if a_scale is not None:
+        a_scale = _as_scale(a_scale, a.device)
+    return _ops.moe_gemm(a, w, w_scale, w_alpha, expert_offsets, act, a_scale, scale_layout)
+
+
+def topk_router(logits: torch.Tensor, top_k: int, bias: Optional[torch.Tensor] = None, scoring: str = "sigmoid",
+                n_group: int = 1, topk_group: int = 1, renormalize: bool = True,
+                routed_scaling_factor: float = 1.0):
+    """-> (weights [T, k] fp32, ids [T, k] int32)."""
+    return _ops.topk_router(logits, bias, top_k, scoring, n_group, topk_group, renormalize,
+                            float(routed_scaling_factor))
+
+
+def moe_align(ids: torch.Tensor, num_experts: int, block_size: int = 1, expert_map: Optional[torch.Tensor] = None):
+    """-> (expert_offsets [E+1], sorted_pairs [T*k], inverse [T*k], padded_offsets [E+1]), all int32."""
+    return _ops.moe_align(ids, num_experts, block_size, expert_map)
+
+
+def quantize_nvfp4(x: torch.Tensor, global_scale):
+    """bf16 [M, K] -> (packed e2m1 uint8 [M, K/2], e4m3 block scales [M, K/16])."""
+    return _ops.quantize_nvfp4(x, _as_scale(global_scale, x.device))
+
+
+def kv_cache_append(k, v, k_cache, v_cache, slot_mapping, k_scale, v_scale=None) -> None:
+    _ops.kv_cache_append(k, v, k_cache, v_cache, slot_mapping, _as_scale(k_scale, k.device),
+                         None if v_scale is None else _as_scale(v_scale, k.device))
+
+
+def fp8_kv_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k_scale, v_scale=None,
+                     softmax_scale: Optional[float] = None, causal: bool = True, max_q_len: int = -1,
+                     head_dim_v: int = -1) -> torch.Tensor:
+    if softmax_scale is None:
+        softmax_scale = q.shape[-1] ** -0.5
+    return _ops.fp8_kv_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q,
+                                 _as_scale(k_scale, q.device),
+                                 None if v_scale is None else _as_scale(v_scale, q.device),
+                                 float(softmax_scale), causal, max_q_len, head_dim_v)

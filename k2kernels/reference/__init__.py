@@ -1,0 +1,10 @@
+"""Plain-PyTorch references of every op: the CPU implementation, the fallback where no kernel was
+built, and the oracle every CUDA kernel is tested against (on the same quantized operands)."""
+from .quant import quantize_nvfp4
+from .moe_gemm import moe_gemm
+from .router import topk_router
+from .align import moe_align
+from .kv_cache import kv_cache_append
+from .attention import fp8_kv_attention
+
+__all__ = ["quantize_nvfp4", "moe_gemm", "topk_router", "moe_align", "kv_cache_append", "fp8_kv_attention"]
