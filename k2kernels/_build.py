@@ -188,6 +188,19 @@ class Built:
     extra: dict = field(default_factory=dict)
 
 
+def _aot_library(fam: Family, archs) -> Path | None:
+    """A library that setup.py built ahead of time (TORCH_CUDA_ARCH_LIST) for all of these archs."""
+    import json
+    aot = _paths.PACKAGE_DIR / "_aot"
+    meta = aot / f"k2k_{fam.name}.json"
+    libs = sorted(aot.glob(f"k2k_{fam.name}*.so"))
+    if not libs or not meta.is_file():
+        return None
+    if not set(archs) <= set(json.loads(meta.read_text()).get("archs", [])):
+        return None
+    return libs[0]
+
+
 def build_family(fam: Family, archs, *, verbose: bool | None = None) -> Built:
     """Build (or find in the cache) and load one family's library. Never raises for a build error:
     the error is returned so the caller can fall back to the references."""
@@ -200,6 +213,11 @@ def build_family(fam: Family, archs, *, verbose: bool | None = None) -> Built:
     srcs = family_sources(fam)
     if not srcs:
         return Built(fam.name, archs, error=f"family {fam.name} has no sources yet")
+    aot = _aot_library(fam, archs)
+    if aot is not None:
+        import torch
+        torch.ops.load_library(str(aot))
+        return Built(fam.name, archs, path=aot, extra={"aot": True})
     if verbose is None:
         verbose = os.environ.get("K2K_VERBOSE", "0") not in ("", "0")
     includes = [str(_paths.csrc_dir())]
