@@ -66,6 +66,22 @@ COMMON_NVCC_FLAGS = ("-O3", "--expt-relaxed-constexpr", "-lineinfo", "-DNDEBUG",
 COMMON_CXX_FLAGS = ("-O3",)
 
 
+def _promote_libstdcxx() -> None:
+    """Put the process's libstdc++ in the global symbol scope before loading our libraries.
+
+    torch's extension flags compile our launchers as C++20, where libstdc++ no longer declares its
+    string/stream templates `extern`, so each library carries weak copies of them, including the
+    static `locale::id` members. Unless libstdc++ is already global, our copies bind to themselves,
+    their facet ids never get initialised, and the first message formatted with an ostream (every
+    TORCH_CHECK with a number in it) segfaults (seen on the H200 with torch 2.11, 2026-11-29).
+    With libstdc++ global, the dynamic linker unifies the weak copies with libstdc++'s own."""
+    import ctypes
+    try:
+        ctypes.CDLL("libstdc++.so.6", mode=ctypes.RTLD_GLOBAL)
+    except OSError:
+        pass
+
+
 def log(msg: str) -> None:
     print(f"k2kernels: {msg}", file=sys.stderr, flush=True)
 
@@ -206,6 +222,8 @@ def build_family(fam: Family, archs, *, verbose: bool | None = None) -> Built:
     the error is returned so the caller can fall back to the references."""
     from filelock import FileLock
     from torch.utils import cpp_extension
+
+    _promote_libstdcxx()
 
     archs = family_archs(fam, archs)
     if not archs:
