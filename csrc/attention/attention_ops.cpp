@@ -1,10 +1,15 @@
-// torch bindings of the attention family (kv_cache_append; fp8_kv_attention joins here).
+// torch bindings of the attention family: kv_cache_append and fp8_kv_attention.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <cmath>
+#include <cstdlib>
+
+#include "attention/fp8_attention.h"
 #include "attention/kv_cache_append.h"
+#include "common/smem_limit.h"
 #include "common/torch_checks.h"
 
 namespace {
@@ -58,6 +63,134 @@ void kv_cache_append_cuda(const at::Tensor& k, const std::optional<at::Tensor>& 
   }
 }
 
+constexpr const char* kAttn = "fp8_kv_attention";
+
+void check_aligned16(const char* name, const at::Tensor& t) {
+  TORCH_CHECK_VALUE(reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0, "k2kernels.fp8_kv_attention: ", name,
+                    " must be 16-byte aligned (use a fresh tensor, not an offset view)");
+}
+
+// Key-range splits (flash-decoding), chosen on the host from shapes only (no device sync): enough
+// CTAs for ~6 per SM, but at least 256 keys (16 per warp-step x 4 warps x 4 steps) per split, at most 64.
+// The length bound is block_table.shape[1] * page_size; the kernel splits each sequence's real length.
+int choose_splits(int64_t base_ctas, int64_t key_bound, int sms) {
+  if (const char* env = std::getenv("K2K_ATTN_SPLITS")) {   // benchmarking / tuning override
+    const int s = std::atoi(env);
+    if (s > 0) return std::min(s, 256);
+  }
+  if (base_ctas <= 0) return 1;
+  const int64_t target = 6LL * sms;
+  if (base_ctas >= target / 2) return 1;
+  int64_t s = (target + base_ctas - 1) / base_ctas;
+  s = std::min<int64_t>(s, std::max<int64_t>(1, key_bound / 256));
+  return int(std::max<int64_t>(1, std::min<int64_t>(s, 64)));
+}
+
+at::Tensor fp8_kv_attention_cuda(const at::Tensor& q, const at::Tensor& k_cache, const std::optional<at::Tensor>& v_cache,
+                                 const at::Tensor& block_table, const at::Tensor& seq_lens, const at::Tensor& cu_seqlens_q,
+                                 const at::Tensor& k_scale, const std::optional<at::Tensor>& v_scale, double softmax_scale,
+                                 bool causal, int64_t max_q_len, int64_t head_dim_v) {
+  k2k::check_tensor(kAttn, "q", q, at::kBFloat16, 3, "bfloat16 [Tq, H_q, D_qk]");
+  k2k::check_tensor(kAttn, "k_cache", k_cache, at::kFloat8_e4m3fn, 4, "float8_e4m3fn [pages, page_size, H_kv, D_qk]");
+  const int64_t Tq = q.size(0), Hq = q.size(1), D = q.size(2);
+  const int64_t pages = k_cache.size(0), page_size = k_cache.size(1), Hkv = k_cache.size(2);
+  TORCH_CHECK_VALUE(k_cache.size(3) == D, "k2kernels.fp8_kv_attention: k_cache head dim must equal q's D_qk = ", D,
+                    "; got k_cache ", k_cache.sizes());
+  TORCH_CHECK_VALUE(Hkv >= 1 && Hq % Hkv == 0, "k2kernels.fp8_kv_attention: H_q = ", Hq,
+                    " must be a multiple of H_kv = ", Hkv, " (GQA)");
+  int64_t DV;
+  if (v_cache.has_value()) {
+    k2k::check_tensor(kAttn, "v_cache", *v_cache, at::kFloat8_e4m3fn, 4, "float8_e4m3fn [pages, page_size, H_kv, D_v]");
+    TORCH_CHECK_VALUE(v_cache->size(0) == pages && v_cache->size(1) == page_size && v_cache->size(2) == Hkv,
+                      "k2kernels.fp8_kv_attention: v_cache must be [", pages, ", ", page_size, ", ", Hkv, ", D_v]; got ",
+                      v_cache->sizes());
+    TORCH_CHECK_VALUE(v_scale.has_value(), "k2kernels.fp8_kv_attention: v_scale must be a float32 tensor when v_cache is given");
+    k2k::check_scale(kAttn, "v_scale", *v_scale, Hkv);
+    DV = v_cache->size(3);
+  } else {
+    TORCH_CHECK_VALUE(head_dim_v > 0 && head_dim_v <= D, "k2kernels.fp8_kv_attention: with v_cache=None (latent cache), head_dim_v must be in (0, ",
+                      D, "]; got ", head_dim_v);
+    DV = head_dim_v;
+  }
+  k2k::check_tensor(kAttn, "block_table", block_table, at::kInt, 2, "int32 [B, max_pages]");
+  const int64_t B = block_table.size(0);
+  k2k::check_tensor(kAttn, "seq_lens", seq_lens, at::kInt, 1, "int32 [B]");
+  k2k::check_tensor(kAttn, "cu_seqlens_q", cu_seqlens_q, at::kInt, 1, "int32 [B + 1]");
+  TORCH_CHECK_VALUE(seq_lens.size(0) == B && cu_seqlens_q.size(0) == B + 1, "k2kernels.fp8_kv_attention: seq_lens must be int32 [",
+                    B, "] and cu_seqlens_q int32 [", B + 1, "] for block_table ", block_table.sizes(), "; got ",
+                    seq_lens.sizes(), " and ", cu_seqlens_q.sizes());
+  k2k::check_scale(kAttn, "k_scale", k_scale, Hkv);
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"k_cache", &k_cache}, {"block_table", &block_table},
+                                {"seq_lens", &seq_lens}, {"cu_seqlens_q", &cu_seqlens_q}, {"k_scale", &k_scale}})
+    k2k::check_on_device(kAttn, name, *t, q);
+  if (v_cache.has_value()) {
+    k2k::check_on_device(kAttn, "v_cache", *v_cache, q);
+    k2k::check_on_device(kAttn, "v_scale", *v_scale, q);
+  }
+  TORCH_CHECK_VALUE(k2k::fp8_attention_supported(int(D), int(DV)),
+                    "k2kernels.fp8_kv_attention: no CUDA kernel for D_qk = ", D, ", D_v = ", DV,
+                    "; supported: (64, 64), (128, 128), (256, 128|256), latent (576, 256|512)");
+  TORCH_CHECK_VALUE(pages >= 1 && page_size >= 1, "k2kernels.fp8_kv_attention: k_cache needs at least one page; got ",
+                    k_cache.sizes());
+  check_aligned16("q", q);
+  check_aligned16("k_cache", k_cache);
+  if (v_cache.has_value()) check_aligned16("v_cache", *v_cache);
+
+  const c10::cuda::CUDAGuard guard(q.device());
+  auto out = at::empty({Tq, Hq, DV}, q.options());
+  if (Tq == 0 || B == 0) return out.zero_();
+  const int smem = k2k::fp8_attention_smem_bytes(int(D), int(DV));
+  TORCH_CHECK_VALUE(smem <= k2k::smem_optin_limit(q.get_device()), "k2kernels.fp8_kv_attention: the D_qk = ", D,
+                    " kernel needs ", smem, " B of shared memory; this device allows ", k2k::smem_optin_limit(q.get_device()));
+
+  k2k::Fp8AttnParams p{};
+  p.q = reinterpret_cast<const __nv_bfloat16*>(q.data_ptr());
+  p.k_cache = reinterpret_cast<const uint8_t*>(k_cache.data_ptr());
+  p.v_cache = v_cache.has_value() ? reinterpret_cast<const uint8_t*>(v_cache->data_ptr()) : p.k_cache;
+  p.block_table = block_table.data_ptr<int32_t>();
+  p.seq_lens = seq_lens.data_ptr<int32_t>();
+  p.cu_seqlens_q = cu_seqlens_q.data_ptr<int32_t>();
+  p.k_scale = k_scale.data_ptr<float>();
+  const at::Tensor& vs = v_cache.has_value() ? *v_scale : k_scale;   // latent: V is K, so is its scale
+  p.v_scale = vs.data_ptr<float>();
+  p.k_per_head = k_scale.numel() > 1;
+  p.v_per_head = vs.numel() > 1;
+  p.v_head_stride = v_cache.has_value() ? DV : D;
+  p.v_slot_stride = Hkv * p.v_head_stride;
+  p.softmax_scale_log2 = float(softmax_scale * 1.4426950408889634);
+  p.Tq = int(Tq); p.B = int(B); p.Hq = int(Hq); p.Hkv = int(Hkv); p.group = int(Hq / Hkv);
+  p.D = int(D); p.DV = int(DV);
+  p.page_size = int(page_size);
+  p.page_shift = (page_size & (page_size - 1)) == 0 ? int(std::log2(double(page_size)) + 0.5) : -1;
+  p.max_pages = int(block_table.size(1));
+  p.num_pages = int(pages);
+  p.causal = causal ? 1 : 0;
+  // Rows per (sequence, KV head) = q_len * group; the grid covers the host's estimate of the largest
+  // q_len (the hint, else 1 when Tq == B, else Tq) and the kernel loops over any rows beyond it.
+  const int64_t q_est = max_q_len > 0 ? std::min(max_q_len, Tq) : (Tq == B ? 1 : Tq);
+  p.row_tiles = int(std::max<int64_t>(1, (q_est * p.group + 15) / 16));
+  const int dvc = k2k::fp8_attention_dv_chunk(int(D), int(DV));
+  p.dv_chunks = int(DV / dvc);
+  int sms = 0;
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, q.get_device());   // an attribute query, no sync
+  p.num_splits = choose_splits(B * Hkv * p.row_tiles * p.dv_chunks, int64_t(p.max_pages) * page_size, sms);
+  at::Tensor part_o, part_lse;
+  if (p.num_splits > 1) {
+    part_o = at::empty({p.num_splits, Tq, Hq, DV}, q.options().dtype(at::kFloat));
+    part_lse = at::empty({p.num_splits, Tq, Hq}, q.options().dtype(at::kFloat));
+    p.part_o = part_o.data_ptr<float>();
+    p.part_lse = part_lse.data_ptr<float>();
+  }
+  p.out = reinterpret_cast<__nv_bfloat16*>(out.data_ptr());
+  const cudaError_t err = k2k::launch_fp8_attention(p, c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "k2kernels.fp8_kv_attention: launch failed: ", cudaGetErrorString(err));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(k2kernels, CUDA, m) { m.impl("kv_cache_append", &kv_cache_append_cuda); }
+TORCH_LIBRARY_IMPL(k2kernels, CUDA, m) {
+  m.impl("kv_cache_append", &kv_cache_append_cuda);
+  m.impl("fp8_kv_attention", &fp8_kv_attention_cuda);
+}

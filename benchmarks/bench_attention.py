@@ -1,0 +1,174 @@
+"""fp8_kv_attention vs torch SDPA (BF16 K/V, contiguous) in one process, on one GPU.
+
+Timing: median of CUDA-event times around a CUDA-graph replay of one call; before every replay L2 is
+flushed by READING a 256 MB buffer (a write would leave dirty lines that slow the next read).
+Decode: KV bytes = the FP8 K/V bytes the op must read (B * ctx * Hkv * (D + DV)); % of 4.2 TB/s.
+Prefill: causal FLOPs = 2 * (D + DV) * Hq * sum over queries of visible keys; TFLOP/s vs 767 (BF16 dense).
+
+  python3 benchmarks/bench_attention.py [--quick] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import k2kernels  # noqa: E402,F401
+from k2kernels.reference.kv_cache import quantize_kv  # noqa: E402
+
+OPS = torch.ops.k2kernels
+COPY_TBS = 4.2
+BF16_TFLOPS = 767.0
+
+
+class Timer:
+    def __init__(self):
+        self.flush_buf = torch.empty(256 * 2 ** 20 // 4, dtype=torch.float32, device="cuda").uniform_()
+        self.sink = torch.empty((), device="cuda")
+
+    def flush(self):
+        torch.sum(self.flush_buf, out=self.sink)           # read 256 MB: evicts L2 without dirty lines
+
+    def graph_median_us(self, fn, iters=30, warmup=3):
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(warmup):
+                fn()
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fn()
+        times = []
+        for _ in range(iters):
+            self.flush()
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            g.replay()
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b) * 1e3)
+        return statistics.median(times)
+
+
+def make_paged(B, ctx, Hkv, D, DV, latent, page_size, gen):
+    n_per = (ctx + page_size - 1) // page_size
+    total = B * n_per
+    perm = torch.randperm(total, generator=gen, device="cpu").to(torch.int32)
+    block_table = perm.reshape(B, n_per).cuda()
+    k_scale = torch.tensor(4.0 / 448, device="cuda")
+    k_cache = quantize_kv(torch.randn(total * page_size, Hkv, D, device="cuda", dtype=torch.bfloat16), k_scale)
+    k_cache = k_cache.reshape(total, page_size, Hkv, D)
+    v_cache = v_scale = None
+    if not latent:
+        v_scale = torch.tensor(4.0 / 448, device="cuda")
+        v_cache = quantize_kv(torch.randn(total * page_size, Hkv, DV, device="cuda", dtype=torch.bfloat16), v_scale)
+        v_cache = v_cache.reshape(total, page_size, Hkv, DV)
+    return k_cache, v_cache, block_table, k_scale, v_scale
+
+
+def sdpa_fn(q, k, v, causal):
+    """BF16 SDPA peer: flash backend where it applies (D <= 256), else whatever SDPA picks."""
+    def run():
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
+    D = q.shape[-1]
+    if D <= 256 and k.shape[-1] == v.shape[-1]:
+        try:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+            with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+                run()
+            def flash():
+                with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+                    return run()
+            return flash, "flash"
+        except RuntimeError:
+            pass
+    return run, "default"
+
+
+def bench_decode(timer, B, ctx, Hq, Hkv, D, DV, latent, page_size, rows, gen):
+    k_cache, v_cache, bt, ks, vs = make_paged(B, ctx, Hkv, D, DV, latent, page_size, gen)
+    q = torch.randn(B, Hq, D, device="cuda", dtype=torch.bfloat16)
+    seq_lens = torch.full((B,), ctx, dtype=torch.int32, device="cuda")
+    cu = torch.arange(B + 1, dtype=torch.int32, device="cuda")
+    scale = D ** -0.5
+    ours = lambda: OPS.fp8_kv_attention(q, k_cache, v_cache, bt, seq_lens, cu, ks, vs, scale, True, 1,  # noqa: E731
+                                        DV if latent else -1)
+    t_ours = timer.graph_median_us(ours)
+    kv_bytes = B * ctx * Hkv * (D + (0 if latent else DV))      # latent: V is inside K
+    del k_cache, v_cache
+    # peer: BF16 K/V contiguous [B, Hkv, ctx, D]
+    t_sdpa, backend = float("nan"), "-"
+    try:
+        kb = torch.randn(B, Hkv, ctx, D, device="cuda", dtype=torch.bfloat16)
+        vb = kb[..., :DV] if latent else torch.randn(B, Hkv, ctx, DV, device="cuda", dtype=torch.bfloat16)
+        qb = q.reshape(B, Hq, 1, D)
+        fn, backend = sdpa_fn(qb, kb, vb, False)
+        t_sdpa = timer.graph_median_us(fn)
+        del kb, vb
+    except (RuntimeError, torch.OutOfMemoryError) as e:  # noqa: PERF203
+        backend = f"failed: {str(e).splitlines()[0][:60]}"
+    torch.cuda.empty_cache()
+    flops = 2 * B * Hq * ctx * (D + DV)
+    rows.append(dict(case=f"decode{' latent' if latent else ''} B={B} ctx={ctx} Hq={Hq} Hkv={Hkv} D={D}/{DV} p{page_size}",
+                     us=t_ours, tbs=kv_bytes / t_ours / 1e6, pct_copy=100 * kv_bytes / t_ours / 1e6 / COPY_TBS,
+                     tflops=flops / t_ours / 1e6, sdpa_us=t_sdpa, sdpa_backend=backend, speedup=t_sdpa / t_ours))
+
+
+def bench_prefill(timer, T, Hq, Hkv, D, page_size, rows, gen):
+    k_cache, v_cache, bt, ks, vs = make_paged(1, T, Hkv, D, D, False, page_size, gen)
+    q = torch.randn(T, Hq, D, device="cuda", dtype=torch.bfloat16)
+    seq_lens = torch.tensor([T], dtype=torch.int32, device="cuda")
+    cu = torch.tensor([0, T], dtype=torch.int32, device="cuda")
+    ours = lambda: OPS.fp8_kv_attention(q, k_cache, v_cache, bt, seq_lens, cu, ks, vs, D ** -0.5, True, T, -1)  # noqa: E731
+    t_ours = timer.graph_median_us(ours, iters=10)
+    qb = q.transpose(0, 1).reshape(1, Hq, T, D)
+    kb = torch.randn(1, Hkv, T, D, device="cuda", dtype=torch.bfloat16)
+    vb = torch.randn(1, Hkv, T, D, device="cuda", dtype=torch.bfloat16)
+    fn, backend = sdpa_fn(qb, kb, vb, True)
+    t_sdpa = timer.graph_median_us(fn, iters=10)
+    flops = 2 * 2 * D * Hq * (T * (T + 1) // 2)
+    rows.append(dict(case=f"prefill causal T={T} Hq={Hq} Hkv={Hkv} D={D} p{page_size}", us=t_ours, tbs=float("nan"),
+                     pct_copy=float("nan"), tflops=flops / t_ours / 1e6, sdpa_us=t_sdpa, sdpa_backend=backend,
+                     speedup=t_sdpa / t_ours, sdpa_tflops=flops / t_sdpa / 1e6))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "bench_attention.json"))
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    timer = Timer()
+    rows = []
+    print(f"GPU: {torch.cuda.get_device_name()}  torch {torch.__version__}  "
+          f"K2K_SMEM_LIMIT={os.environ.get('K2K_SMEM_LIMIT', '-')}", flush=True)
+    Bs, ctxs = ([32], [8192]) if args.quick else ([1, 8, 32], [1024, 8192, 32768])
+    for B in Bs:
+        for ctx in ctxs:
+            bench_decode(timer, B, ctx, 64, 8, 128, 128, False, 16, rows, gen)
+            print(rows[-1], flush=True)
+    for B in ([32] if args.quick else [1, 8, 32]):     # MLA-absorbed latent MQA: Kimi-K2 64 heads, 576/512
+        bench_decode(timer, B, 8192, 64, 1, 576, 512, True, 64, rows, gen)
+        print(rows[-1], flush=True)
+    if not args.quick:
+        bench_prefill(timer, 8192, 64, 8, 128, 16, rows, gen)
+        print(rows[-1], flush=True)
+    print()
+    print(f"{'case':58s} {'us':>9s} {'TB/s':>6s} {'%4.2':>6s} {'TFLOP/s':>8s} {'SDPA us':>9s} {'x SDPA':>7s}  backend")
+    for r in rows:
+        print(f"{r['case']:58s} {r['us']:9.1f} {r['tbs']:6.2f} {r['pct_copy']:6.1f} {r['tflops']:8.1f} "
+              f"{r['sdpa_us']:9.1f} {r['speedup']:7.2f}  {r['sdpa_backend']}")
+    with open(args.json, "w") as f:
+        json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+// Framework-free interface of the paged FP8-KV attention kernels (docs/attention.md).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <cstdint>
+
+namespace k2k {
+
+// Everything one launch needs; plain pointers, filled by the torch launcher (attention_ops.cpp).
+struct Fp8AttnParams {
+  const __nv_bfloat16* q;        // [Tq, Hq, D] bf16, contiguous
+  const uint8_t* k_cache;        // [pages, page_size, Hkv, D] e4m3
+  const uint8_t* v_cache;        // [pages, page_size, Hkv, DV] e4m3, or k_cache itself (latent: V = K[..., :DV])
+  const int32_t* block_table;    // [B, max_pages]
+  const int32_t* seq_lens;       // [B]
+  const int32_t* cu_seqlens_q;   // [B + 1]
+  const float* k_scale;          // [1] or [Hkv]
+  const float* v_scale;          // [1] or [Hkv]
+  __nv_bfloat16* out;            // [Tq, Hq, DV] bf16 (written directly when num_splits == 1)
+  float* part_o;                 // [num_splits, Tq, Hq, DV] fp32, normalized per split (num_splits > 1)
+  float* part_lse;               // [num_splits, Tq, Hq] fp32, log2-domain LSE of each split (-inf = empty)
+  int64_t v_slot_stride;         // elements between consecutive cache slots of V (Hkv * DV, or Hkv * D latent)
+  int64_t v_head_stride;         // elements between KV heads of V (DV, or D latent)
+  float softmax_scale_log2;      // softmax_scale * log2(e); k_scale is folded in per KV head
+  int Tq, B, Hq, Hkv, group, D, DV;
+  int page_size, page_shift;     // page_shift >= 0 when page_size is a power of two, else -1
+  int max_pages, num_pages;
+  int k_per_head, v_per_head;    // scale tensors hold Hkv values (1) or one value (0)
+  int causal;
+  int row_tiles;                 // grid tiles of 16 (query, head) rows per (sequence, KV head); CTAs loop past it
+  int num_splits;                // key-range splits (flash-decoding); 1 = write out directly
+  int dv_chunks;                 // output-channel chunks (DV / DVC) computed by separate CTAs
+};
+
+// Returns false if (D, DV) has no compiled configuration (the launcher checks first).
+bool fp8_attention_supported(int D, int DV);
+// Output-channel chunk width of the (D, DV) configuration: DV is split into DV / chunk CTAs.
+int fp8_attention_dv_chunk(int D, int DV);
+// Dynamic shared memory of the (D, DV) configuration, bytes.
+int fp8_attention_smem_bytes(int D, int DV);
+// Launch the split kernel (and the merge when num_splits > 1) on `stream`.
+cudaError_t launch_fp8_attention(const Fp8AttnParams& p, cudaStream_t stream);
+
+}  // namespace k2k

@@ -1,0 +1,12 @@
+// Instantiation unit of the FP8-KV attention kernel for D_qk = 64, 64 output channels per CTA.
+#include "attention/fp8_attention_kernel.cuh"
+#include "common/smem_budget.h"
+
+namespace k2k {
+namespace attn {
+K2K_SMEM_BUDGET(fp8_attention_d64_dvc64, (Cfg<64, 64>::kSmemBytes));
+cudaError_t launch_d64(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream) {
+  return launch_config<64, 64>(p, n_ctas, stream);
+}
+}  // namespace attn
+}  // namespace k2k

@@ -1,0 +1,67 @@
+// Dispatch of fp8_kv_attention over the compiled (D_qk, DV-chunk) configurations + the split merge.
+#include "attention/fp8_attention.h"
+#include "attention/fp8_attention_kernel.cuh"
+
+namespace k2k {
+
+namespace attn {
+cudaError_t launch_d64(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream);
+cudaError_t launch_d128(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream);
+cudaError_t launch_d256(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream);
+cudaError_t launch_d576(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream);
+}  // namespace attn
+
+cudaError_t launch_fp8_attention_merge(const float* part_o, const float* part_lse, __nv_bfloat16* out, int splits,
+                                       int64_t rows, int DV, cudaStream_t stream);
+
+namespace {
+// Keep in sync with the instantiation units fp8_attention_d<D>.cu and Cfg<D, DVC>::kSmemBytes in
+// fp8_attention_kernel.cuh (asserted there through K2K_SMEM_BUDGET).
+int dv_chunk_of(int D) {
+  switch (D) {
+    case 64: return 64;
+    case 128: return 128;
+    case 256: return 128;   // O of 256 channels would not fit the registers next to the K/V loads
+    case 576: return 256;   // MLA latent (DV 512): two chunks, QK recomputed twice
+    default: return 0;
+  }
+}
+int smem_of(int D) {
+  switch (D) {
+    case 64: return attn::Cfg<64, 64>::kSmemBytes;
+    case 128: return attn::Cfg<128, 128>::kSmemBytes;
+    case 256: return attn::Cfg<256, 128>::kSmemBytes;
+    case 576: return attn::Cfg<576, 256>::kSmemBytes;
+    default: return 0;
+  }
+}
+}  // namespace
+
+int fp8_attention_dv_chunk(int D, int DV) {
+  const int c = dv_chunk_of(D);
+  return (c > 0 && DV >= c && DV % c == 0 && DV <= D) ? c : 0;
+}
+
+bool fp8_attention_supported(int D, int DV) { return fp8_attention_dv_chunk(D, DV) > 0; }
+
+int fp8_attention_smem_bytes(int D, int DV) {
+  const int c = fp8_attention_dv_chunk(D, DV);
+  return c ? smem_of(D) : 0;
+}
+
+cudaError_t launch_fp8_attention(const Fp8AttnParams& p, cudaStream_t stream) {
+  const int64_t n_ctas = int64_t(p.B) * p.Hkv * p.num_splits * p.row_tiles * p.dv_chunks;
+  if (n_ctas == 0 || p.Tq == 0) return cudaSuccess;
+  cudaError_t e;
+  switch (p.D) {
+    case 64: e = attn::launch_d64(p, n_ctas, stream); break;
+    case 128: e = attn::launch_d128(p, n_ctas, stream); break;
+    case 256: e = attn::launch_d256(p, n_ctas, stream); break;
+    case 576: e = attn::launch_d576(p, n_ctas, stream); break;
+    default: return cudaErrorInvalidValue;
+  }
+  if (e != cudaSuccess || p.num_splits == 1) return e;
+  return launch_fp8_attention_merge(p.part_o, p.part_lse, p.out, p.num_splits, int64_t(p.Tq) * p.Hq, p.DV, stream);
+}
+
+}  // namespace k2k

@@ -1,0 +1,336 @@
+"""fp8_kv_attention: CUDA kernel vs the reference on the SAME FP8 cache (+ reference sanity on CPU).
+
+Caches are built the way an engine builds them (random BF16 K/V -> quantize_kv with a scale), pages
+are handed out in shuffled order, queries are random and scaled so the softmax is peaky (a near-uniform
+softmax over thousands of keys would make the output ~0 and hide errors). Outputs are poisoned: the
+op allocates its output and workspace, so a NaN-filled block of the same size is freed into the
+caching allocator right before each call."""
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+import k2kernels  # noqa: F401  (defines torch.ops.k2kernels)
+from k2kernels import reference
+from k2kernels.reference.kv_cache import quantize_kv
+from tolerances import ATTN_ATOL_REL, ATTN_REL_FRO, ATTN_RTOL
+
+gpu = pytest.mark.gpu
+OPS = torch.ops.k2kernels
+
+# (name, Hq, Hkv, D, DV, latent, page_size): head dims 64/128/256, latent 576/512, GQA groups 1..128.
+SHAPES = [
+    ("gqa8_d128_p16", 64, 8, 128, 128, False, 16),
+    ("gqa8_d128_p64", 64, 8, 128, 128, False, 64),
+    ("mha_d64_p16", 8, 8, 64, 64, False, 16),
+    ("gqa4_d64_p64", 16, 4, 64, 64, False, 64),
+    ("gqa16_d128_p16", 32, 2, 128, 128, False, 16),
+    ("mqa128_d128_p64", 128, 1, 128, 128, False, 64),
+    ("gqa4_d256_p16", 16, 4, 256, 256, False, 16),
+    ("latent64_d576_p64", 64, 1, 576, 512, True, 64),
+    ("latent16_d576_p16", 16, 1, 576, 512, True, 16),
+]
+
+
+def make_case(q_lens, seq_lens, Hq, Hkv, D, DV, latent, page_size, per_head=False, device="cuda", seed=0,
+              extra_pages=3):
+    """Random paged FP8 cache + queries. Returns the op's argument tuple (without softmax_scale...)."""
+    gen = torch.Generator().manual_seed(seed)
+    B = len(q_lens)
+    n_pages_per = [(L + page_size - 1) // page_size for L in seq_lens]
+    max_pages = max(n_pages_per + [1]) + 1                  # one spare column: never read
+    total_pages = sum(n_pages_per) + extra_pages
+    perm = torch.randperm(total_pages, generator=gen)       # shuffled page order
+    block_table = torch.full((B, max_pages), -7, dtype=torch.int32)   # junk beyond each sequence
+    used = 0
+    for b, n in enumerate(n_pages_per):
+        block_table[b, :n] = perm[used:used + n].to(torch.int32)
+        used += n
+    # K/V values with per-head magnitude differences, quantized with a scale (per tensor or per head)
+    kf = torch.randn(total_pages * page_size, Hkv, D, generator=gen) * torch.linspace(0.5, 2.0, Hkv).reshape(1, Hkv, 1)
+    if per_head:
+        k_scale = kf.abs().amax(dim=(0, 2)) / 448.0
+    else:
+        k_scale = (kf.abs().amax() / 448.0).reshape(())
+    k_cache = quantize_kv(kf.to(torch.bfloat16), k_scale).reshape(total_pages, page_size, Hkv, D)
+    if latent:
+        v_cache, v_scale = None, None
+    else:
+        vf = torch.randn(total_pages * page_size, Hkv, DV, generator=gen)
+        v_scale = vf.abs().amax(dim=(0, 2)) / 448.0 if per_head else (vf.abs().amax() / 448.0).reshape(())
+        v_cache = quantize_kv(vf.to(torch.bfloat16), v_scale).reshape(total_pages, page_size, Hkv, DV)
+    Tq = sum(q_lens)
+    # |logit| ~ 4 * N(0,1): peaky softmax whose output is far from the mean of V
+    q = (torch.randn(Tq, Hq, D, generator=gen) * 4.0).to(torch.bfloat16)
+    cu = torch.zeros(B + 1, dtype=torch.int32)
+    cu[1:] = torch.tensor(q_lens, dtype=torch.int32).cumsum(0)
+    to = (lambda t: None if t is None else t.to(device))
+    return dict(q=to(q), k_cache=to(k_cache), v_cache=to(v_cache), block_table=to(block_table),
+                seq_lens=to(torch.tensor(seq_lens, dtype=torch.int32)), cu_seqlens_q=to(cu),
+                k_scale=to(k_scale.float()), v_scale=to(None if v_scale is None else v_scale.float()),
+                softmax_scale=D ** -0.5 / 4.0, head_dim_v=DV if latent else -1)
+
+
+# opcheck's test_schema compares inputs before/after with ops that have no Float8 CPU kernel
+# ("mul_cpu_reduced_float" not implemented for Float8_e4m3fn); the other checks run, and
+# check_inputs_unchanged covers what test_schema would (the op mutates nothing).
+OPCHECK_UTILS = ("test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
+
+
+def check_inputs_unchanged(args, fn):
+    before = {k: v.clone() for k, v in args.items() if isinstance(v, torch.Tensor)}
+    fn()
+    for k, v in before.items():
+        assert torch.equal(args[k].view(torch.uint8) if v.dtype == torch.float8_e4m3fn else args[k],
+                           v.view(torch.uint8) if v.dtype == torch.float8_e4m3fn else v), f"{k} was modified"
+
+
+def call(args, causal=True, max_q_len=-1, op=None):
+    op = op or OPS.fp8_kv_attention
+    return op(args["q"], args["k_cache"], args["v_cache"], args["block_table"], args["seq_lens"],
+              args["cu_seqlens_q"], args["k_scale"], args["v_scale"], args["softmax_scale"], causal, max_q_len,
+              args["head_dim_v"])
+
+
+def poison_allocator(numel_bytes: int):
+    """Free a NaN-filled block into the caching allocator so the op's torch.empty output and
+    workspace (same size class) start as NaN, not as zeros from an earlier test."""
+    if torch.cuda.is_available():
+        x = torch.full((numel_bytes // 4 + 1024,), float("nan"), device="cuda")
+        del x
+
+
+def check_close(out, ref):
+    out, ref = out.double(), ref.double()
+    assert torch.isfinite(out).all(), "non-finite output (unwritten rows?)"
+    rel = (out - ref).norm() / ref.norm().clamp_min(1e-30)
+    assert rel <= ATTN_REL_FRO, f"relative Frobenius error {rel:.3e} > {ATTN_REL_FRO}"
+    bound = ATTN_ATOL_REL * ref.abs().max() + ATTN_RTOL * ref.abs()
+    bad = (out - ref).abs() > bound
+    assert not bad.any(), f"{int(bad.sum())} elements outside the bound; max err {(out - ref).abs().max():.3e}"
+
+
+def run_and_check(args, causal=True, max_q_len=-1):
+    Tq, Hq = args["q"].shape[:2]
+    DV = args["v_cache"].shape[3] if args["v_cache"] is not None else args["head_dim_v"]
+    poison_allocator(Tq * Hq * DV * 2 * 64)
+    out = call(args, causal, max_q_len)
+    torch.cuda.synchronize()
+    ref = reference.fp8_kv_attention(args["q"], args["k_cache"], args["v_cache"], args["block_table"],
+                                     args["seq_lens"], args["cu_seqlens_q"], args["k_scale"], args["v_scale"],
+                                     args["softmax_scale"], causal, max_q_len, args["head_dim_v"])
+    assert out.shape == ref.shape and out.dtype == torch.bfloat16
+    check_close(out, ref)
+    return out
+
+
+# ---------------------------------------------------------------- GPU: decode
+@gpu
+@pytest.mark.parametrize("name,Hq,Hkv,D,DV,latent,page", SHAPES, ids=[s[0] for s in SHAPES])
+@pytest.mark.parametrize("per_head", [False, True], ids=["scale_tensor", "scale_head"])
+def test_decode_ragged(name, Hq, Hkv, D, DV, latent, page, per_head):
+    seq_lens = [1, 17, page * 3 + 5, 300, 1000]            # seq_len 1, lengths off the page grid
+    args = make_case([1] * len(seq_lens), seq_lens, Hq, Hkv, D, DV, latent, page, per_head=per_head)
+    run_and_check(args)
+
+
+@gpu
+def test_decode_small():
+    """Small case for compute-sanitizer (-k small)."""
+    args = make_case([1, 1], [5, 40], 16, 2, 128, 128, False, 16)
+    run_and_check(args)
+
+
+@gpu
+def test_decode_small_latent():
+    args = make_case([1, 1], [3, 70], 16, 1, 576, 512, True, 16)
+    run_and_check(args)
+
+
+@gpu
+@pytest.mark.parametrize("splits", ["1", "3", "37"])
+def test_decode_forced_splits(monkeypatch, splits):
+    """Both paths: direct write (1 split) and split + merge, including more splits than chunks."""
+    monkeypatch.setenv("K2K_ATTN_SPLITS", splits)
+    args = make_case([1] * 4, [1, 100, 777, 2048], 64, 8, 128, 128, False, 16, per_head=True)
+    run_and_check(args)
+
+
+@gpu
+def test_decode_page8():
+    """A page size that is not a multiple of 16 (per-key page lookup path)."""
+    args = make_case([1] * 3, [7, 61, 500], 32, 4, 128, 128, False, 8)
+    run_and_check(args)
+
+
+@gpu
+def test_decode_long_context_32k():
+    args = make_case([1, 1], [32768, 20000], 64, 8, 128, 128, False, 64, per_head=True)
+    run_and_check(args)
+
+
+# ---------------------------------------------------------------- GPU: prefill / chunked prefill
+PREFILL = [
+    ("gqa8_d128", 64, 8, 128, 128, False, 16),
+    ("gqa4_d64", 16, 4, 64, 64, False, 64),
+    ("mha_d128", 4, 4, 128, 128, False, 16),
+    ("gqa2_d256", 8, 4, 256, 256, False, 16),
+    ("latent16_d576", 16, 1, 576, 512, True, 64),
+]
+
+
+@gpu
+@pytest.mark.parametrize("name,Hq,Hkv,D,DV,latent,page", PREFILL, ids=[s[0] for s in PREFILL])
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])
+def test_prefill_chunked(name, Hq, Hkv, D, DV, latent, page, causal):
+    q_lens = [1, 37, 130, 5]
+    seq_lens = [1, 37, 300, 69]                            # fresh prefill, chunked prefill with a prefix
+    args = make_case(q_lens, seq_lens, Hq, Hkv, D, DV, latent, page)
+    run_and_check(args, causal=causal, max_q_len=max(q_lens))
+
+
+@gpu
+def test_prefill_hint_too_small_and_unknown():
+    """The grid is sized from max_q_len (or Tq == B -> 1); rows beyond it must still be computed."""
+    q_lens, seq_lens = [0, 3, 1], [4, 10, 6]               # Tq == B == 3 but q_len 3 exists
+    args = make_case(q_lens, seq_lens, 16, 2, 128, 128, False, 16)
+    run_and_check(args, max_q_len=-1)
+    run_and_check(args, max_q_len=1)
+
+
+@gpu
+def test_prefill_long():
+    args = make_case([1024], [1500], 32, 4, 128, 128, False, 64)
+    run_and_check(args, max_q_len=1024)
+
+
+# ---------------------------------------------------------------- GPU: graphs, compile, opcheck
+@gpu
+def test_cuda_graph_replay_matches_eager():
+    args = make_case([1] * 6, [1, 50, 333, 1024, 4000, 129], 64, 8, 128, 128, False, 16, per_head=True)
+    eager = call(args)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        call(args)                                         # warm-up outside capture
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = call(args)
+    # new queries and lengths through the same buffers: the graph must read them from the device
+    args["q"].copy_((torch.randn_like(args["q"].float()) * 4).to(torch.bfloat16))
+    args["seq_lens"].copy_(torch.tensor([2, 40, 300, 1000, 3999, 100], dtype=torch.int32, device="cuda"))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(static_out, call(args))
+    assert not torch.equal(static_out, eager)
+
+
+@gpu
+def test_torch_compile_fullgraph_cuda():
+    args = make_case([1, 1, 1], [10, 100, 1000], 16, 2, 128, 128, False, 16)
+    f = torch.compile(lambda a: call(a) * 1.0, fullgraph=True)
+    torch.testing.assert_close(f(args), call(args), atol=0, rtol=0)
+
+
+@gpu
+def test_opcheck_cuda():
+    args = make_case([1, 3], [20, 40], 16, 2, 128, 128, False, 16)
+    a = (args["q"], args["k_cache"], args["v_cache"], args["block_table"], args["seq_lens"], args["cu_seqlens_q"],
+         args["k_scale"], args["v_scale"], args["softmax_scale"], True, 3, -1)
+    torch.library.opcheck(OPS.fp8_kv_attention.default, a, test_utils=OPCHECK_UTILS)
+    check_inputs_unchanged(args, lambda: call(args))
+
+
+@gpu
+def test_bad_inputs_cuda():
+    args = make_case([1, 1], [20, 40], 16, 2, 128, 128, False, 16)
+    with pytest.raises(ValueError, match="q must be bfloat16"):
+        call(dict(args, q=args["q"].half()))
+    with pytest.raises(ValueError, match="multiple of H_kv"):
+        call(dict(args, q=args["q"][:, :15].contiguous()))
+    with pytest.raises(ValueError, match="k_scale"):
+        call(dict(args, k_scale=torch.ones(3, device="cuda")))
+    with pytest.raises(ValueError, match="no CUDA kernel for D_qk = 96"):
+        c = make_case([1], [20], 4, 2, 96, 96, False, 16)
+        call(c)
+    with pytest.raises(ValueError, match="head_dim_v"):
+        call(dict(args, v_cache=None, v_scale=None, head_dim_v=-1))
+    with pytest.raises(ValueError, match="16-byte aligned"):
+        q = torch.empty(args["q"].numel() + 8, dtype=torch.bfloat16, device="cuda")[8:].view(args["q"].shape)
+        call(dict(args, q=q))
+
+
+# ---------------------------------------------------------------- CPU: reference, fake, errors
+def _sdpa_oracle(args, causal):
+    """Independent check of the reference: dequantize and run SDPA per sequence (CPU, fp32)."""
+    q, kc, vc = args["q"], args["k_cache"], args["v_cache"]
+    Hq, D = q.shape[1:]
+    _, ps, Hkv, _ = kc.shape
+    DV = vc.shape[3] if vc is not None else args["head_dim_v"]
+    ks = args["k_scale"].float().reshape(-1)
+    vs = args["v_scale"].float().reshape(-1) if vc is not None else ks
+    outs = []
+    cu = args["cu_seqlens_q"].tolist()
+    for b, L in enumerate(args["seq_lens"].tolist()):
+        nq = cu[b + 1] - cu[b]
+        if nq == 0:
+            continue
+        pages = args["block_table"][b, :(L + ps - 1) // ps].long()
+        k = kc[pages].reshape(-1, Hkv, D)[:L].float() * ks.reshape(-1, 1) if ks.numel() > 1 else \
+            kc[pages].reshape(-1, Hkv, D)[:L].float() * ks
+        src = vc if vc is not None else kc
+        v = src[pages].reshape(-1, Hkv, src.shape[3])[:L, :, :DV].float()
+        v = v * (vs.reshape(-1, 1) if vs.numel() > 1 else vs)
+        mask = None
+        if causal:
+            mask = torch.ones(nq, L, dtype=torch.bool).tril(L - nq)
+        o = torch.nn.functional.scaled_dot_product_attention(
+            q[cu[b]:cu[b + 1]].float().transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), attn_mask=mask,
+            scale=args["softmax_scale"], enable_gqa=True)
+        outs.append(o.transpose(0, 1))
+    return torch.cat(outs)
+
+
+@pytest.mark.parametrize("latent", [False, True])
+def test_reference_matches_sdpa_cpu(latent):
+    D, DV = (576, 512) if latent else (64, 64)
+    args = make_case([1, 4, 2], [9, 40, 2], 8, 1 if latent else 2, D, DV, latent, 16, per_head=not latent,
+                     device="cpu")
+    ref = call(args, max_q_len=4)                          # CPU -> the reference
+    torch.testing.assert_close(ref.float(), _sdpa_oracle(args, True), atol=2e-2, rtol=2 ** -7)
+    ref = call(args, causal=False)
+    torch.testing.assert_close(ref.float(), _sdpa_oracle(args, False), atol=2e-2, rtol=2 ** -7)
+
+
+def test_opcheck_cpu():
+    args = make_case([1, 2], [5, 9], 8, 2, 64, 64, False, 16, device="cpu")
+    a = (args["q"], args["k_cache"], args["v_cache"], args["block_table"], args["seq_lens"], args["cu_seqlens_q"],
+         args["k_scale"], args["v_scale"], args["softmax_scale"], True, -1, -1)
+    torch.library.opcheck(OPS.fp8_kv_attention.default, a, test_utils=OPCHECK_UTILS)
+    check_inputs_unchanged(args, lambda: call(args))
+
+
+def test_fake_shapes_latent():
+    args = make_case([1, 1], [5, 9], 16, 1, 576, 512, True, 16, device="cpu")
+    with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
+        fa = {k: (mode.from_tensor(v) if isinstance(v, torch.Tensor) else v) for k, v in args.items()}
+        out = call(fa)
+    assert tuple(out.shape) == (2, 16, 512) and out.dtype == torch.bfloat16
+
+
+def test_torch_compile_fullgraph_cpu():
+    args = make_case([1, 1], [5, 9], 8, 2, 64, 64, False, 16, device="cpu")
+    f = torch.compile(lambda a: call(a), fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(f(args), call(args), atol=0, rtol=0)
+
+
+def test_bad_inputs_cpu():
+    args = make_case([1, 1], [5, 9], 8, 2, 64, 64, False, 16, device="cpu")
+    with pytest.raises(ValueError, match="k_cache head dim"):
+        call(dict(args, k_cache=args["k_cache"][..., :32].contiguous()))
+    with pytest.raises(ValueError, match="cu_seqlens_q"):
+        call(dict(args, cu_seqlens_q=args["cu_seqlens_q"][:2].contiguous()))
