@@ -1,8 +1,14 @@
 """Reference of topk_router (DeepSeek/Kimi noaux_tc routing and plain softmax top-k).
 
 Selection uses c = s + bias; the returned weights are the unbiased scores s. Ties go to the lower
-expert index (stable sort). Non-finite logits: NaN is treated as -inf (never selected ahead of a
-finite expert; zero weight), so one bad logit cannot poison a whole row."""
+expert index (stable sort); weights come in selection order (descending c).
+
+Non-finite inputs: logits and bias are first mapped to finite values, NaN -> -FLT_MAX and
++-inf -> +-FLT_MAX. So a NaN or -inf logit behaves like the lowest possible logit (sigmoid score 0,
+softmax share 0, picked last), +inf like the highest; a row of only NaN/-inf gets sigmoid scores 0
+(weights 0 after renormalize: 0 / max(0, 1e-20)) or uniform softmax scores 1/E; ties go to the lower
+expert index. Every c is finite, so no NaN ever reaches the selection or the output, and one bad
+logit cannot poison its row. The CUDA kernel (csrc/routing/topk_router.cu) does the same."""
 from __future__ import annotations
 
 import torch
@@ -35,13 +41,15 @@ def check_topk_router(logits, bias, top_k, scoring, n_group, topk_group) -> None
     check_same_device(OP, logits=logits, bias=bias)
 
 
-def topk_router(logits, bias, top_k, scoring="sigmoid", n_group=1, topk_group=1, renormalize=True,
-                routed_scaling_factor=1.0):
-    check_topk_router(logits, bias, top_k, scoring, n_group, topk_group)
+def router_scores(logits, bias, scoring="sigmoid", n_group=1, topk_group=1):
+    """(s, c): the unbiased scores s [T, E] fp32 and the selection scores c = s + bias with the
+    experts of dropped groups at -inf. ids = the top_k of c; weights come from s."""
     T, E = logits.shape
-    x = logits.float()
-    x = torch.where(torch.isnan(x), torch.full_like(x, float("-inf")), x)
+    fmax = torch.finfo(torch.float32).max
+    x = torch.nan_to_num(logits.float(), nan=-fmax, posinf=fmax, neginf=-fmax)
     s = torch.softmax(x, dim=-1) if scoring == "softmax" else torch.sigmoid(x)
+    if bias is not None:
+        bias = torch.nan_to_num(bias, nan=-fmax, posinf=fmax, neginf=-fmax)
     c = s + bias if bias is not None else s.clone()
     if n_group > 1:
         g = c.reshape(T, n_group, E // n_group)
@@ -53,6 +61,13 @@ def topk_router(logits, bias, top_k, scoring="sigmoid", n_group=1, topk_group=1,
         keep = torch.zeros(T, n_group, dtype=torch.bool, device=x.device)
         keep.scatter_(1, gorder, True)
         c = c.masked_fill(~keep.repeat_interleave(E // n_group, dim=1), float("-inf"))
+    return s, c
+
+
+def topk_router(logits, bias, top_k, scoring="sigmoid", n_group=1, topk_group=1, renormalize=True,
+                routed_scaling_factor=1.0):
+    check_topk_router(logits, bias, top_k, scoring, n_group, topk_group)
+    s, c = router_scores(logits, bias, scoring, n_group, topk_group)
     ids = torch.sort(c, dim=-1, descending=True, stable=True).indices[:, :top_k]
     w = s.gather(1, ids)
     if renormalize:

@@ -1,0 +1,32 @@
+// Framework-free launcher of the fused top-k router (softmax/sigmoid scoring, selection bias,
+// grouped top-k, renormalize, scaling) — one kernel launch per call.
+#pragma once
+#include <cuda_runtime.h>
+#include <cstdint>
+
+namespace k2k {
+
+struct TopkRouterParams {
+  const void* logits = nullptr;    // [T, E] fp32 or bf16, contiguous
+  bool logits_bf16 = false;
+  const float* bias = nullptr;     // [E] fp32 selection bias, or nullptr
+  float* weights = nullptr;        // [T, top_k] fp32 out (every element written)
+  int32_t* ids = nullptr;          // [T, top_k] int32 out (every element written, always in [0, E))
+  int64_t T = 0;
+  int E = 0;                       // 1..1024
+  int top_k = 0;                   // 1..16, <= experts in the kept groups
+  int n_group = 1;                 // divides E
+  int topk_group = 1;              // 1..n_group
+  bool softmax = false;            // false: sigmoid
+  bool renormalize = true;
+  float scale = 1.f;               // routed_scaling_factor
+};
+
+// Dynamic shared memory the launch needs (0 unless n_group > 1), so the caller can check it
+// against the device's opt-in limit before launching.
+int topk_router_smem_bytes(const TopkRouterParams& p);
+
+// T == 0 launches nothing. `device` is the logits' CUDA device (sizes the grid).
+void launch_topk_router(const TopkRouterParams& p, int device, cudaStream_t stream);
+
+}  // namespace k2k

@@ -1,0 +1,345 @@
+"""topk_router: reference vs an independent brute force (CPU), CUDA kernel vs reference (GPU).
+
+Tie-tolerant where the kernel's exp/sigmoid (a few ulp from torch's) can reorder near-equal scores:
+ids unique and in range, the reference's selection scores at the kernel's ids equal (sorted) those at
+the reference's ids, weights equal the reference's scores at the kernel's ids; and exact ids where
+no two of the top k+1 scores are within TIE_GAP of each other (exact ties included: equal inputs give
+equal scores on both sides, so the lower-index rule must hold exactly)."""
+import math
+
+import pytest
+import torch
+
+import k2kernels  # noqa: F401  (defines torch.ops.k2kernels)
+from k2kernels.reference.router import router_scores, topk_router as ref_router
+from tolerances import ROUTER_ATOL, ROUTER_SCORE_ATOL
+
+gpu = pytest.mark.gpu
+op = torch.ops.k2kernels.topk_router
+
+KIMI = dict(top_k=8, scoring="sigmoid", n_group=1, topk_group=1, renormalize=True, routed_scaling_factor=2.827)
+EXPERTS = (8, 64, 256, 384, 512, 1024)
+ODD_EXPERTS = (7, 33, 1023)                  # E % 4 != 0: the scalar-load layout
+TOPK = (1, 6, 8, 16)
+GROUPS = ((1, 1), (8, 4))
+TOKENS = (0, 1, 7, 64, 4097)
+TIE_GAP = 1e-5
+
+
+def allowed_k(E, n_group, topk_group):
+    return min(16, topk_group * (E // n_group)) if E % n_group == 0 else 0
+
+
+def make_inputs(T, E, with_bias, dtype=torch.float32, device="cpu", seed=0):
+    g = torch.Generator().manual_seed(seed * 7919 + T * 31 + E)
+    logits = torch.randn(T, E, generator=g).to(dtype).to(device)
+    bias = (torch.randn(E, generator=g) * 0.1).to(device) if with_bias else None
+    return logits, bias
+
+
+def call(fn, logits, bias, k, scoring, ng, tg, renorm=True, rsf=2.827):
+    return fn(logits, bias, k, scoring, ng, tg, renorm, rsf)
+
+
+def assert_router_matches(w, ids, logits, bias, k, scoring, ng, tg, renorm=True, rsf=2.827, exact_ids=True):
+    """Kernel output (any device) vs the reference on CPU, tie-tolerant as the module doc says."""
+    w, ids = w.cpu(), ids.cpu().long()
+    logits = logits.cpu()
+    bias = None if bias is None else bias.cpu()
+    T, E = logits.shape
+    assert w.shape == (T, k) and ids.shape == (T, k) and w.dtype == torch.float32 and ids.dtype == torch.int64
+    if T == 0:
+        return
+    assert torch.isfinite(w).all(), "non-finite weight (unwritten output?)"
+    assert ((ids >= 0) & (ids < E)).all(), "expert id out of range (unwritten output?)"
+    assert (ids.sort(-1).values.diff(dim=-1) != 0).all(), "an expert picked twice in one row"
+    s, c = router_scores(logits, bias, scoring, ng, tg)
+    w_ref, ids_ref = ref_router(logits, bias, k, scoring, ng, tg, renorm, rsf)
+    ids_ref = ids_ref.long()
+    c_k, c_r = c.gather(1, ids), c.gather(1, ids_ref)
+    assert torch.isfinite(c_k).all(), "picked an expert of a dropped group"
+    torch.testing.assert_close(c_k, c_r, atol=ROUTER_SCORE_ATOL, rtol=0)         # same scores, same order
+    w_exp = s.gather(1, ids)
+    if renorm:
+        w_exp = w_exp / w_exp.sum(-1, keepdim=True).clamp_min(1e-20)
+    torch.testing.assert_close(w, w_exp * rsf, atol=ROUTER_ATOL, rtol=1e-5)
+    if exact_ids:
+        top = c.sort(-1, descending=True).values[:, : min(k + 1, E)]
+        gaps = -top.diff(dim=-1) if top.shape[1] > 1 else torch.zeros(T, 0)
+        near = ((gaps > 0) & (gaps <= TIE_GAP)).any(-1)
+        clean = ~near
+        assert (ids[clean] == ids_ref[clean]).all(), \
+            f"ids differ on {(ids[clean] != ids_ref[clean]).any(-1).sum()} rows without near-ties"
+
+
+# ---------------------------------------------------------------- CPU: reference vs brute force
+
+def brute_force_router(logits, bias, k, scoring, ng, tg, renorm, rsf):
+    """Python loops over one row at a time, in float64 (no torch sort/topk)."""
+    fmax = torch.finfo(torch.float32).max
+    out_w, out_i = [], []
+    for row in logits.double().tolist():
+        x = [(-fmax if math.isnan(v) else max(-fmax, min(fmax, v))) for v in row]
+        E = len(x)
+        if scoring == "sigmoid":
+            s = [1.0 / (1.0 + math.exp(-v)) if v > -700 else 0.0 for v in x]
+        else:
+            m = max(x)
+            e = [math.exp(v - m) if v - m > -700 else 0.0 for v in x]
+            s = [v / sum(e) for v in e]
+        b = [0.0] * E if bias is None else bias.double().tolist()
+        c = [s[i] + b[i] for i in range(E)]
+        gs = E // ng
+        if ng > 1:
+            scores = []
+            for g in range(ng):
+                vals = sorted(c[g * gs:(g + 1) * gs], reverse=True) if bias is not None else \
+                    [max(s[g * gs:(g + 1) * gs])]
+                scores.append(sum(vals[:2]) if bias is not None and gs >= 2 else vals[0])
+            kept = sorted(range(ng), key=lambda g: (-scores[g], g))[:tg]
+            c = [c[i] if i // gs in kept else -math.inf for i in range(E)]
+        order = sorted(range(E), key=lambda i: (-c[i], i))[:k]
+        w = [s[i] for i in order]
+        if renorm:
+            tot = max(sum(w), 1e-20)
+            w = [v / tot for v in w]
+        out_w.append([v * rsf for v in w])
+        out_i.append(order)
+    return torch.tensor(out_w, dtype=torch.float32).reshape(-1, k), torch.tensor(out_i).reshape(-1, k)
+
+
+@pytest.mark.parametrize("scoring", ["sigmoid", "softmax"])
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("E,k,ng,tg", [(8, 2, 1, 1), (64, 6, 8, 4), (64, 8, 1, 1), (384, 8, 1, 1),
+                                       (96, 16, 8, 4), (16, 2, 16, 3)])
+def test_reference_vs_brute_force(scoring, with_bias, E, k, ng, tg):
+    logits, bias = make_inputs(7, E, with_bias)
+    w, ids = ref_router(logits, bias, k, scoring, ng, tg, True, 2.827)
+    w_bf, ids_bf = brute_force_router(logits, bias, k, scoring, ng, tg, True, 2.827)
+    assert (ids.long() == ids_bf).all()
+    torch.testing.assert_close(w, w_bf, atol=ROUTER_ATOL, rtol=1e-5)
+
+
+def test_reference_all_equal_logits_pick_lowest_indices():
+    w, ids = ref_router(torch.full((3, 384), 0.25), None, **KIMI)
+    assert (ids == torch.arange(8, dtype=torch.int32)).all()
+    torch.testing.assert_close(w, torch.full((3, 8), 2.827 / 8))
+
+
+def test_reference_non_finite_policy():
+    fmax = torch.finfo(torch.float32).max
+    x = torch.randn(4, 64)
+    x[0, 5] = float("nan")
+    x[1, :] = float("nan")                     # whole row NaN
+    x[2, 3] = float("inf")
+    x[3, :] = float("-inf")
+    w, ids = ref_router(x, None, 8, "sigmoid", 1, 1, True, 1.0)
+    assert torch.isfinite(w).all()
+    assert 5 not in ids[0].tolist()
+    assert ids[1].tolist() == list(range(8)) and (w[1] == 0).all()     # all scores 0, lowest indices
+    assert ids[2, 0] == 3
+    w2, ids2 = ref_router(x, None, 8, "softmax", 1, 1, False, 1.0)
+    assert torch.isfinite(w2).all()
+    torch.testing.assert_close(w2[3], torch.full((8,), 1 / 64))         # uniform over a dead row
+    assert w2[2, 0] == 1.0
+    # a NaN bias entry is the lowest bias: never picked ahead of a finite one
+    b = torch.zeros(64)
+    b[0] = float("nan")
+    _, ids3 = ref_router(torch.zeros(2, 64), b, 8, "sigmoid", 1, 1, True, 1.0)
+    assert 0 not in ids3.tolist()[0]
+    assert fmax > 0
+
+
+def test_cpu_opcheck():
+    logits, bias = make_inputs(5, 64, True)
+    torch.library.opcheck(op, (logits, bias, 6, "sigmoid", 8, 4, True, 2.5))
+    torch.library.opcheck(op, (logits.bfloat16(), None, 4, "softmax", 1, 1, False, 1.0))
+    torch.library.opcheck(op, (logits[:0], bias, 8, "sigmoid", 1, 1, True, 1.0))
+
+
+BAD = [
+    (lambda d: (torch.randn(4, 64, device=d).half(), None, 8), "logits must be float32/bfloat16"),
+    (lambda d: (torch.randn(4, 2000, device=d), None, 8), "1 <= E <= 1024"),
+    (lambda d: (torch.randn(4, 64, device=d), torch.randn(63, device=d), 8), "bias must be float32 [64]"),
+    (lambda d: (torch.randn(4, 64, device=d), torch.randn(64, device=d).double(), 8), "bias must be float32 [64]"),
+    (lambda d: (torch.randn(4, 64, device=d), None, 17), "top_k must be in [1, 16]"),
+    (lambda d: (torch.randn(4, 64, device=d), None, 0), "top_k must be in"),
+    (lambda d: (torch.randn(64, 4, device=d).t(), None, 2), "logits must be contiguous"),
+]
+
+
+@pytest.mark.parametrize("i", range(len(BAD)))
+def test_bad_input_cpu(i):
+    make, msg = BAD[i]
+    logits, bias, k = make("cpu")
+    with pytest.raises(ValueError, match=msg.replace("[", r"\[").replace("]", r"\]")):
+        op(logits, bias, k, "sigmoid", 1, 1, True, 1.0)
+
+
+def test_bad_groups_and_scoring_cpu():
+    x = torch.randn(2, 64)
+    with pytest.raises(ValueError, match="n_group must divide E"):
+        op(x, None, 2, "sigmoid", 5, 1, True, 1.0)
+    with pytest.raises(ValueError, match="topk_group must be in"):
+        op(x, None, 2, "sigmoid", 8, 9, True, 1.0)
+    with pytest.raises(ValueError, match="scoring must be one of"):
+        op(x, None, 2, "relu", 1, 1, True, 1.0)
+    with pytest.raises(ValueError, match=r"top_k must be in \[1, 8\]"):   # one group of 8 kept
+        op(x, None, 9, "sigmoid", 8, 1, True, 1.0)
+
+
+# ---------------------------------------------------------------- GPU: kernel vs reference
+
+def _poison_allocator(nbytes, count=4):
+    """Leave freed blocks of this size full of 0xFF in the caching allocator, so outputs the op
+    allocates start as NaN (fp32) / -1 (int32) and an element the kernel skips is caught."""
+    bufs = [torch.full((max(nbytes, 1),), 0xFF, dtype=torch.uint8, device="cuda") for _ in range(count)]
+    del bufs
+
+
+def _cases():
+    for E in EXPERTS:
+        for k in TOPK:
+            for ng, tg in GROUPS:
+                if k <= allowed_k(E, ng, tg):
+                    yield E, k, ng, tg
+
+
+@gpu
+@pytest.mark.parametrize("T", TOKENS)
+@pytest.mark.parametrize("scoring", ["sigmoid", "softmax"])
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("E,k,ng,tg", list(_cases()))
+def test_kernel_vs_reference(E, k, ng, tg, with_bias, scoring, T):
+    logits, bias = make_inputs(T, E, with_bias, device="cuda")
+    _poison_allocator(T * k * 4)
+    w, ids = call(op, logits, bias, k, scoring, ng, tg)
+    torch.cuda.synchronize()
+    assert_router_matches(w, ids, logits, bias, k, scoring, ng, tg)
+
+
+@gpu
+@pytest.mark.parametrize("E", ODD_EXPERTS + (384,))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("unaligned", [False, True])
+@pytest.mark.parametrize("T", [1, 64, 4097])
+def test_kernel_dtypes_and_layouts(E, dtype, unaligned, T):
+    logits, bias = make_inputs(T, E, True, dtype=dtype, device="cuda")
+    if unaligned:       # a contiguous view 1 element into a buffer: rows not 16/8-byte aligned
+        buf = torch.empty(T * E + 1, dtype=dtype, device="cuda")
+        buf[1:].copy_(logits.reshape(-1))
+        logits = buf[1:].view(T, E)
+    k = min(8, E)
+    _poison_allocator(T * k * 4)
+    w, ids = call(op, logits, bias, k, "sigmoid", 1, 1)
+    assert_router_matches(w, ids, logits, bias, k, "sigmoid", 1, 1)
+
+
+@gpu
+@pytest.mark.parametrize("scoring", ["sigmoid", "softmax"])
+@pytest.mark.parametrize("E,k,ng,tg", [(384, 8, 1, 1), (1024, 16, 1, 1), (256, 8, 8, 4), (8, 8, 1, 1)])
+def test_kernel_all_equal_and_ties(scoring, E, k, ng, tg):
+    x = torch.full((33, E), 0.5, device="cuda")
+    w, ids = call(op, x, None, k, scoring, ng, tg)
+    w_ref, ids_ref = ref_router(x.cpu(), None, k, scoring, ng, tg, True, 2.827)
+    assert (ids.cpu() == ids_ref).all()
+    torch.testing.assert_close(w.cpu(), w_ref, atol=ROUTER_ATOL, rtol=1e-5)
+    # few distinct values: many exact ties, resolved to the lower index on both sides
+    xt = torch.randint(0, 3, (257, E), device="cuda").float()
+    w, ids = call(op, xt, None, k, scoring, ng, tg)
+    w_ref, ids_ref = ref_router(xt.cpu(), None, k, scoring, ng, tg, True, 2.827)
+    assert (ids.cpu() == ids_ref).all()
+    torch.testing.assert_close(w.cpu(), w_ref, atol=ROUTER_ATOL, rtol=1e-5)
+
+
+@gpu
+@pytest.mark.parametrize("scoring", ["sigmoid", "softmax"])
+def test_kernel_non_finite(scoring):
+    T, E = 64, 384
+    x, bias = make_inputs(T, E, True, device="cuda")
+    x[0, 7] = float("nan")
+    x[1] = float("nan")
+    x[2, 11] = float("inf")
+    x[3] = float("-inf")
+    x[4, ::3] = float("inf")
+    x[5, ::2] = float("nan")
+    bias[17] = float("nan")
+    bias[19] = float("-inf")
+    bias[23] = float("inf")
+    for b in (None, bias):
+        w, ids = call(op, x, b, 8, scoring, 1, 1)
+        assert torch.isfinite(w).all()
+        assert_router_matches(w, ids, x, b, 8, scoring, 1, 1)
+        w_ref, ids_ref = ref_router(x.cpu(), b if b is None else b.cpu(), 8, scoring, 1, 1, True, 2.827)
+        assert (ids.cpu()[:6] == ids_ref[:6]).all()          # the special rows, exactly
+
+
+@gpu
+def test_kernel_T0_and_options():
+    x = torch.randn(0, 384, device="cuda")
+    w, ids = op(x, None, 8, "sigmoid", 1, 1, True, 2.827)
+    assert w.shape == (0, 8) and ids.shape == (0, 8)
+    logits, bias = make_inputs(97, 384, True, device="cuda")
+    for renorm, rsf in ((False, 1.0), (True, 1.0), (False, 2.827)):
+        w, ids = call(op, logits, bias, 8, "sigmoid", 1, 1, renorm, rsf)
+        assert_router_matches(w, ids, logits, bias, 8, "sigmoid", 1, 1, renorm, rsf)
+
+
+@gpu
+@pytest.mark.parametrize("i", range(len(BAD)))
+def test_bad_input_gpu(i):
+    make, msg = BAD[i]
+    logits, bias, k = make("cuda")
+    with pytest.raises(ValueError, match=msg.replace("[", r"\[").replace("]", r"\]")):
+        op(logits, bias, k, "sigmoid", 1, 1, True, 1.0)
+    x = torch.randn(2, 64, device="cuda")
+    with pytest.raises(ValueError, match="n_group must divide E"):
+        op(x, None, 2, "sigmoid", 5, 1, True, 1.0)
+    with pytest.raises(ValueError, match="all tensors must be on one device"):
+        op(x, torch.randn(64), 2, "sigmoid", 1, 1, True, 1.0)
+
+
+@gpu
+def test_gpu_opcheck():
+    logits, bias = make_inputs(33, 384, True, device="cuda")
+    torch.library.opcheck(op, (logits, bias, 8, "sigmoid", 1, 1, True, 2.827))
+    torch.library.opcheck(op, (logits.bfloat16(), None, 6, "softmax", 8, 4, False, 1.0))
+    torch.library.opcheck(op, (logits[:0], bias, 8, "sigmoid", 1, 1, True, 1.0))
+
+
+@gpu
+def test_torch_compile_fullgraph():
+    logits, bias = make_inputs(64, 384, True, device="cuda")
+
+    def f(x, b):
+        w, ids = torch.ops.k2kernels.topk_router(x, b, 8, "sigmoid", 1, 1, True, 2.827)
+        return w * 2, ids
+
+    cf = torch.compile(f, fullgraph=True)
+    w, ids = cf(logits, bias)
+    w0, ids0 = f(logits, bias)
+    assert torch.equal(w, w0) and torch.equal(ids, ids0)
+
+
+@gpu
+@pytest.mark.parametrize("T", [1, 64, 4097])
+def test_cuda_graph_replay_equals_eager(T):
+    logits, bias = make_inputs(T, 384, True, device="cuda")
+    w0, ids0 = call(op, logits, bias, 8, "sigmoid", 1, 1)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        call(op, logits, bias, 8, "sigmoid", 1, 1)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        w, ids = call(op, logits, bias, 8, "sigmoid", 1, 1)
+    w.fill_(float("nan"))
+    ids.fill_(-1)
+    new = torch.randn_like(logits)
+    logits.copy_(new)
+    g.replay()
+    torch.cuda.synchronize()
+    we, idse = call(op, logits, bias, 8, "sigmoid", 1, 1)
+    assert torch.equal(w, we) and torch.equal(ids, idse)
+    assert not torch.equal(ids, ids0)
