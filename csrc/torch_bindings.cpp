@@ -19,6 +19,10 @@ TORCH_LIBRARY(k2kernels, m) {
   m.def("quantize_nvfp4(Tensor x, Tensor global_scale) -> (Tensor, Tensor)");
   // Scatter BF16 K/V rows into a paged FP8 E4M3 cache: store = saturate(x / scale); slot -1 skips.
   m.def("kv_cache_append(Tensor k, Tensor? v, Tensor(a!) k_cache, Tensor(b!)? v_cache, Tensor slot_mapping, Tensor k_scale, Tensor? v_scale) -> ()");
+  // Per-expert NVFP4 activation quantization for SM1xx block-scaled grouped GEMMs: -> (packed [M, K/2], 128x4-swizzled scales with each expert at a 128-row-aligned block, sf_offsets [E+1]); row_idx gathers rows.
+  m.def("quantize_nvfp4_experts(Tensor x, Tensor global_scale, Tensor expert_offsets, Tensor? row_idx=None) -> (Tensor, Tensor, Tensor)");
+  // SM120 native W4A4 MoE GEMM (CUTLASS block-scaled grouped GEMM); equals moe_gemm(act="nvfp4", scale_layout="swizzled").
+  m.def("moe_gemm_w4a4_sm120(Tensor a, Tensor w, Tensor w_scale, Tensor w_alpha, Tensor expert_offsets, Tensor a_scale, str config=\"auto\") -> Tensor");
   // Paged FP8-KV attention (GQA/MQA; v_cache=None means V = first D_v channels of K), bottom-right causal.
   m.def("fp8_kv_attention(Tensor q, Tensor k_cache, Tensor? v_cache, Tensor block_table, Tensor seq_lens, Tensor cu_seqlens_q, Tensor k_scale, Tensor? v_scale, float softmax_scale, bool causal=True, int max_q_len=-1, int head_dim_v=-1) -> Tensor");
 }

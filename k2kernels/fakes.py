@@ -47,3 +47,20 @@ def fp8_kv_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k
     check_fp8_kv_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k_scale, v_scale, head_dim_v)
     Dv = head_dim_v_of(q, v_cache, head_dim_v)
     return q.new_empty((q.shape[0], q.shape[1], Dv), dtype=torch.bfloat16)
+
+
+def quantize_nvfp4_experts(x, global_scale, expert_offsets, row_idx=None):
+    from .reference.sm120 import check_quantize_nvfp4_experts, expert_sf_rows
+    check_quantize_nvfp4_experts(x, global_scale, expert_offsets, row_idx)
+    M = x.shape[0] if row_idx is None else row_idx.shape[0]
+    K, E = x.shape[1], expert_offsets.shape[0] - 1
+    return (x.new_empty((M, K // 2), dtype=torch.uint8),
+            x.new_empty((expert_sf_rows(M, E), (K // 16 + 3) // 4 * 4), dtype=torch.float8_e4m3fn),
+            x.new_empty((E + 1,), dtype=torch.int32))
+
+
+def moe_gemm_w4a4_sm120(a, w, w_scale, w_alpha, expert_offsets, a_scale, config="auto"):
+    from .reference.sm120 import check_moe_gemm_w4a4_sm120
+    check_moe_gemm_w4a4_sm120(a, w, w_scale, w_alpha, expert_offsets, a_scale, config)
+    check_moe_gemm(a, w, w_scale, w_alpha, expert_offsets, "nvfp4", a_scale, "swizzled")
+    return a.new_empty((a.shape[0], w.shape[1]), dtype=torch.bfloat16)

@@ -59,6 +59,15 @@ def fp8_kv_attention_args(device="cpu", seq=(5, 9), q_lens=(1, 3), Hq=4, Hkv=2, 
             D // 2 if latent else -1)
 
 
+def quantize_nvfp4_experts_args(device="cpu", rows=(3, 0, 130), K=64, gather=True):
+    M = sum(rows)
+    x = torch.randn(M + 5, K, device=device).to(torch.bfloat16)
+    offsets = torch.tensor([0] + torch.tensor(rows).cumsum(0).tolist(), dtype=torch.int32, device=device)
+    gs = torch.rand(len(rows), device=device) * 0.01 + 0.005
+    idx = torch.randperm(M + 5, device=device)[:M].to(torch.int32) if gather else None
+    return (x, gs, offsets, idx)
+
+
 ALL = {
     "moe_gemm": moe_gemm_args,
     "topk_router": topk_router_args,
@@ -66,4 +75,5 @@ ALL = {
     "quantize_nvfp4": quantize_nvfp4_args,
     "kv_cache_append": kv_cache_append_args,
     "fp8_kv_attention": fp8_kv_attention_args,
+    "quantize_nvfp4_experts": quantize_nvfp4_experts_args,
 }
