@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import k2kernels  # noqa: F401  (defines torch.ops.k2kernels)
-from k2kernels.reference.router import router_scores, topk_router as ref_router
+from k2kernels.reference.router import group_scores, router_scores, topk_router as ref_router
 from tolerances import ROUTER_ATOL, ROUTER_SCORE_ATOL
 
 gpu = pytest.mark.gpu
@@ -43,31 +43,43 @@ def call(fn, logits, bias, k, scoring, ng, tg, renorm=True, rsf=2.827):
 
 def assert_router_matches(w, ids, logits, bias, k, scoring, ng, tg, renorm=True, rsf=2.827, exact_ids=True):
     """Kernel output (any device) vs the reference on CPU, tie-tolerant as the module doc says."""
+    T, E = logits.shape
+    # the reference runs where the inputs are (same semantics on every device), checks run on CPU
+    s, c = (x.cpu() for x in router_scores(logits, bias, scoring, ng, tg))
+    w_ref, ids_ref = (x.cpu() for x in ref_router(logits, bias, k, scoring, ng, tg, renorm, rsf))
     w, ids = w.cpu(), ids.cpu().long()
     logits = logits.cpu()
     bias = None if bias is None else bias.cpu()
-    T, E = logits.shape
     assert w.shape == (T, k) and ids.shape == (T, k) and w.dtype == torch.float32 and ids.dtype == torch.int64
     if T == 0:
         return
     assert torch.isfinite(w).all(), "non-finite weight (unwritten output?)"
     assert ((ids >= 0) & (ids < E)).all(), "expert id out of range (unwritten output?)"
     assert (ids.sort(-1).values.diff(dim=-1) != 0).all(), "an expert picked twice in one row"
-    s, c = router_scores(logits, bias, scoring, ng, tg)
-    w_ref, ids_ref = ref_router(logits, bias, k, scoring, ng, tg, renorm, rsf)
     ids_ref = ids_ref.long()
-    c_k, c_r = c.gather(1, ids), c.gather(1, ids_ref)
-    assert torch.isfinite(c_k).all(), "picked an expert of a dropped group"
-    torch.testing.assert_close(c_k, c_r, atol=ROUTER_SCORE_ATOL, rtol=0)         # same scores, same order
     w_exp = s.gather(1, ids)
     if renorm:
         w_exp = w_exp / w_exp.sum(-1, keepdim=True).clamp_min(1e-20)
-    torch.testing.assert_close(w, w_exp * rsf, atol=ROUTER_ATOL, rtol=1e-5)
+    torch.testing.assert_close(w, w_exp * rsf, atol=ROUTER_ATOL, rtol=1e-5)      # weights = s at the ids
+    # Rows whose topk_group-th and next group scores are within TIE_GAP may keep the other group:
+    # there, only check that every pick lies in a group scoring within TIE_GAP of the kept ones.
+    amb = torch.zeros(T, dtype=torch.bool)
+    if ng > 1 and tg < ng:
+        fmax = torch.finfo(torch.float32).max
+        bb = None if bias is None else torch.nan_to_num(bias, nan=-fmax, posinf=fmax, neginf=-fmax)
+        gsc = group_scores(s, s + bb if bb is not None else s, bias is not None, ng)
+        top = gsc.sort(-1, descending=True).values
+        amb = (top[:, tg - 1] - top[:, tg]) <= TIE_GAP
+        picked = gsc.gather(1, ids[amb] // (E // ng)) if amb.any() else torch.zeros(0, k)
+        assert (picked >= top[amb, tg - 1:tg] - TIE_GAP).all(), "picked an expert of a dropped group"
+    c_k, c_r = c[~amb].gather(1, ids[~amb]), c[~amb].gather(1, ids_ref[~amb])
+    assert torch.isfinite(c_k).all(), "picked an expert of a dropped group"
+    torch.testing.assert_close(c_k, c_r, atol=ROUTER_SCORE_ATOL, rtol=0)         # same scores, same order
     if exact_ids:
         top = c.sort(-1, descending=True).values[:, : min(k + 1, E)]
         gaps = -top.diff(dim=-1) if top.shape[1] > 1 else torch.zeros(T, 0)
         near = ((gaps > 0) & (gaps <= TIE_GAP)).any(-1)
-        clean = ~near
+        clean = ~near & ~amb
         assert (ids[clean] == ids_ref[clean]).all(), \
             f"ids differ on {(ids[clean] != ids_ref[clean]).any(-1).sum()} rows without near-ties"
 
@@ -148,6 +160,23 @@ def test_reference_non_finite_policy():
     _, ids3 = ref_router(torch.zeros(2, 64), b, 8, "sigmoid", 1, 1, True, 1.0)
     assert 0 not in ids3.tolist()[0]
     assert fmax > 0
+
+
+def test_checker_passes_reference_and_catches_wrong_picks():
+    logits, bias = make_inputs(64, 256, True)
+    for ng, tg in ((1, 1), (8, 4)):
+        w, ids = ref_router(logits, bias, 8, "sigmoid", ng, tg, True, 2.827)
+        assert_router_matches(w, ids, logits, bias, 8, "sigmoid", ng, tg)
+        bad = ids.clone()
+        bad[3, 7] = next(e for e in range(256) if e not in ids[3].tolist() and e // 32 != ids[3, 0] // 32)
+        with pytest.raises(AssertionError):
+            assert_router_matches(w, bad, logits, bias, 8, "sigmoid", ng, tg)
+        with pytest.raises(AssertionError):
+            assert_router_matches(w * 1.001, ids, logits, bias, 8, "sigmoid", ng, tg)
+        swapped = ids.clone()
+        swapped[5, [0, 1]] = swapped[5, [1, 0]]
+        with pytest.raises(AssertionError):
+            assert_router_matches(w, swapped, logits, bias, 8, "sigmoid", ng, tg)
 
 
 def test_cpu_opcheck():

@@ -41,6 +41,16 @@ def check_topk_router(logits, bias, top_k, scoring, n_group, topk_group) -> None
     check_same_device(OP, logits=logits, bias=bias)
 
 
+def group_scores(s, c, has_bias, n_group):
+    """[T, n_group]: sum of the top-2 biased scores c per group with a bias (one expert per group:
+    its c), else the max unbiased score s per group."""
+    T, E = s.shape
+    if has_bias:
+        g = c.reshape(T, n_group, E // n_group)
+        return g.topk(2, dim=-1).values.sum(-1) if E // n_group >= 2 else g[..., 0]
+    return s.reshape(T, n_group, E // n_group).amax(-1)
+
+
 def router_scores(logits, bias, scoring="sigmoid", n_group=1, topk_group=1):
     """(s, c): the unbiased scores s [T, E] fp32 and the selection scores c = s + bias with the
     experts of dropped groups at -inf. ids = the top_k of c; weights come from s."""
@@ -52,11 +62,7 @@ def router_scores(logits, bias, scoring="sigmoid", n_group=1, topk_group=1):
         bias = torch.nan_to_num(bias, nan=-fmax, posinf=fmax, neginf=-fmax)
     c = s + bias if bias is not None else s.clone()
     if n_group > 1:
-        g = c.reshape(T, n_group, E // n_group)
-        if bias is not None:
-            gscore = g.topk(2, dim=-1).values.sum(-1) if E // n_group >= 2 else g[..., 0]
-        else:
-            gscore = s.reshape(T, n_group, E // n_group).amax(-1)
+        gscore = group_scores(s, c, bias is not None, n_group)
         gorder = torch.sort(gscore, dim=-1, descending=True, stable=True).indices[:, :topk_group]
         keep = torch.zeros(T, n_group, dtype=torch.bool, device=x.device)
         keep.scatter_(1, gorder, True)
