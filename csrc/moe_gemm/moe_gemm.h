@@ -1,0 +1,43 @@
+// Framework-free entry points of the moe_gemm family (NVFP4 weights x BF16 activations, grouped by
+// contiguous expert row segments). The torch launcher (moe_gemm_ops.cpp) checks tensors and calls these.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <cstdint>
+
+namespace k2k {
+
+enum MoeScaleLayout : int { kScaleLinear = 0, kScaleSwizzled = 1 };
+
+struct MoeGemmParams {
+  const __nv_bfloat16* a;          // [M, K] (for act=nvfp4: the fake-quantized e2m1 x e4m3 rows)
+  const uint8_t* w;                // [E, N, K/2] packed e2m1, element 2i in the low nibble
+  const uint8_t* w_scale;          // e4m3 block scales: linear [E, N, K/16] or swizzled [E, n_pad, kb_pad]
+  const float* w_alpha;            // [E] per-expert global weight scale
+  const float* a_scale;            // nullptr (act=bf16), or [1] / [E] activation global scale (act=nvfp4)
+  const int32_t* expert_offsets;   // [E+1] on device; every value is clamped to [0, M] before use
+  __nv_bfloat16* out;              // [M, N]
+  int64_t M;
+  int N, K, E;
+  int scale_layout;                // MoeScaleLayout
+  int n_pad, kb_pad;               // swizzled scale dims (pad128(N), pad4(K/16)); unused for linear
+  int a_scale_per_expert;          // a_scale has E values (else one)
+};
+
+// Swap-AB weight-streaming kernels (tokens on the MMA's N side, 8 * nt tokens per pass): the cp.async
+// pipelined one (nt in {1, 2, 4, 8}; moe_gemm_pipe.cuh) or, with regs = true, the first register-
+// streaming version (nt in {1, 2, 4}; moe_gemm_regs.cuh). Need K % 128 == 0, 16-byte aligned a and w,
+// 8-byte aligned w_scale. Return false (launching nothing) if the config's shared memory > smem_limit.
+bool launch_moe_gemm_stream(const MoeGemmParams& p, int nt, bool regs, int smem_limit, cudaStream_t stream);
+
+// Any K % 16 == 0, any alignment: one thread per output, fp32 dot product. Slow; for odd shapes only.
+void launch_moe_gemm_generic(const MoeGemmParams& p, cudaStream_t stream);
+
+// W4A4 emulation (act=nvfp4 on GPUs without the SM120 kernel): each row r of a (expert e owning r) is
+// quantized with global scale a_scale[e] exactly like k2kernels/nvfp4.py:quantize_blocks and written
+// back as bf16 e2m1 * e4m3 (exact in bf16); the GEMM folds a_scale[e] into its fp32 epilogue.
+void launch_moe_act_fake_quant(const __nv_bfloat16* a, const float* a_scale, int a_scale_per_expert,
+                               const int32_t* expert_offsets, int E, int64_t M, int K, __nv_bfloat16* a_q,
+                               cudaStream_t stream);
+
+}  // namespace k2k

@@ -1,0 +1,29 @@
+// Config dispatch of the streaming kernels (one instantiation unit per config: moe_gemm_pipe_nt*.cu,
+// moe_gemm_regs_nt*.cu).
+#include "moe_gemm/moe_gemm.h"
+
+namespace k2k {
+bool launch_moe_gemm_pipe_nt1(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
+bool launch_moe_gemm_pipe_nt2(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
+bool launch_moe_gemm_pipe_nt4(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
+bool launch_moe_gemm_pipe_nt8(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
+bool launch_moe_gemm_regs_nt1(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
+bool launch_moe_gemm_regs_nt2(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
+bool launch_moe_gemm_regs_nt4(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
+
+bool launch_moe_gemm_stream(const MoeGemmParams& p, int nt, bool regs, int smem_limit, cudaStream_t stream) {
+  if (regs) {
+    switch (nt) {
+      case 1: return launch_moe_gemm_regs_nt1(p, smem_limit, stream);
+      case 2: return launch_moe_gemm_regs_nt2(p, smem_limit, stream);
+      default: return launch_moe_gemm_regs_nt4(p, smem_limit, stream);
+    }
+  }
+  switch (nt) {
+    case 1: return launch_moe_gemm_pipe_nt1(p, smem_limit, stream);
+    case 2: return launch_moe_gemm_pipe_nt2(p, smem_limit, stream);
+    case 4: return launch_moe_gemm_pipe_nt4(p, smem_limit, stream);
+    default: return launch_moe_gemm_pipe_nt8(p, smem_limit, stream);
+  }
+}
+}  // namespace k2k

@@ -1,0 +1,49 @@
+// Plain fallback for shapes the fast kernels do not take (K % 128 != 0, unaligned pointers): one
+// thread per output element, fp32 dot product over the dequantized weights. Correct, not fast.
+#include "common/nvfp4.cuh"
+#include "moe_gemm/moe_gemm.h"
+#include "moe_gemm/moe_gemm_common.cuh"
+
+namespace k2k {
+namespace {
+
+constexpr int kThreads = 128;
+
+template <int kLayout>
+__global__ void __launch_bounds__(kThreads) moe_gemm_generic_kernel(const MoeGemmParams p) {
+  const int n = blockIdx.x * kThreads + threadIdx.x;
+  const int64_t r = blockIdx.y;
+  if (n >= p.N) return;
+  const int e = moe::expert_of_row(p, r);
+  float acc = 0.f;
+  if (e >= 0) {
+    const uint8_t* wrow = p.w + (int64_t(e) * p.N + n) * (p.K / 2);
+    const __nv_bfloat16* arow = p.a + r * p.K;
+    for (int kb = 0; kb < p.K / 16; ++kb) {
+      const float s = e4m3_to_float(p.w_scale[moe::scale_index<kLayout>(p, e, n, kb)]);
+      float part = 0.f;
+      for (int i = 0; i < 16; i += 2) {
+        const uint8_t byte = wrow[(kb * 16 + i) / 2];
+        part += e2m1_value(byte & 0xF) * __bfloat162float(arow[kb * 16 + i]);
+        part += e2m1_value(byte >> 4) * __bfloat162float(arow[kb * 16 + i + 1]);
+      }
+      acc += part * s;
+    }
+    acc *= moe::expert_alpha(p, e);
+  }
+  p.out[r * p.N + n] = __float2bfloat16(acc);
+}
+
+}  // namespace
+
+void launch_moe_gemm_generic(const MoeGemmParams& p, cudaStream_t stream) {
+  if (p.M == 0 || p.N == 0) return;
+  const dim3 grid((p.N + kThreads - 1) / kThreads, static_cast<unsigned>(p.M));
+  if (p.scale_layout == kScaleLinear) {
+    moe_gemm_generic_kernel<kScaleLinear><<<grid, kThreads, 0, stream>>>(p);
+  } else {
+    moe_gemm_generic_kernel<kScaleSwizzled><<<grid, kThreads, 0, stream>>>(p);
+  }
+}
+
+}  // namespace k2k

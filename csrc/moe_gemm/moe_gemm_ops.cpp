@@ -1,0 +1,140 @@
+// torch bindings of the moe_gemm family: checks inputs (same messages as k2kernels/_checks.py and
+// reference/moe_gemm.py:check_moe_gemm), picks a kernel config by host-known shapes only (no sync on
+// the device-side offsets), and launches on the current stream.
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "common/smem_limit.h"
+#include "common/torch_checks.h"
+#include "moe_gemm/moe_gemm.h"
+
+namespace {
+
+constexpr const char* kOp = "moe_gemm";
+constexpr int64_t kMaxExperts = 2048;      // moe_gemm_stream.cuh: kMaxExpertWords * 32
+
+int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+bool aligned(const void* ptr, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
+
+// Tokens per pass of the streaming kernel (8 * nt): from the mean rows per expert with rows, which
+// the host knows without reading the offsets (M rows over at most min(E, M) experts). Larger nt
+// reads the weights fewer times for big experts but stages more activations per step.
+int pick_nt(int64_t M, int64_t E) {
+  const int64_t slots = M < E ? M : E;
+  const double mean = slots ? static_cast<double>(M) / static_cast<double>(slots) : 0.0;
+  if (mean <= 4.0) return 1;
+  if (mean <= 12.0) return 2;
+  if (mean <= 24.0) return 4;
+  return 8;
+}
+
+// K2K_MOE_GEMM_KERNEL=regs selects the first (register-streaming) kernel, for comparisons.
+bool use_regs_kernel() {
+  const char* v = std::getenv("K2K_MOE_GEMM_KERNEL");
+  return v != nullptr && std::string(v) == "regs";
+}
+
+void check_inputs(const at::Tensor& a, const at::Tensor& w, const at::Tensor& w_scale, const at::Tensor& w_alpha,
+                  const at::Tensor& offsets, const std::string& act, const std::optional<at::Tensor>& a_scale,
+                  const std::string& scale_layout) {
+  k2k::check_tensor(kOp, "a", a, at::kBFloat16, 2, "bfloat16 [M, K]");
+  k2k::check_tensor(kOp, "w", w, at::kByte, 3, "uint8 [E, N, K/2] (packed e2m1)");
+  const int64_t K = a.size(1), E = w.size(0), N = w.size(1);
+  TORCH_CHECK_VALUE(K % 16 == 0 && w.size(2) * 2 == K, "k2kernels.moe_gemm: w must be uint8 [E, N, K/2] with K = a.shape[1] = ",
+                    K, " (a multiple of 16); got w ", w.sizes());
+  TORCH_CHECK_VALUE(scale_layout == "linear" || scale_layout == "swizzled",
+                    "k2kernels.moe_gemm: scale_layout must be one of ('linear', 'swizzled'); got '", scale_layout, "'");
+  const bool swz = scale_layout == "swizzled";
+  const int64_t s1 = swz ? round_up(N, 128) : N, s2 = swz ? round_up(K / 16, 4) : K / 16;
+  const std::string want = "float8_e4m3fn [" + std::to_string(E) + ", " + std::to_string(s1) + ", " + std::to_string(s2) +
+                           "] (" + scale_layout + ")";
+  k2k::check_tensor(kOp, "w_scale", w_scale, at::kFloat8_e4m3fn, 3, want.c_str());
+  TORCH_CHECK_VALUE(w_scale.size(0) == E && w_scale.size(1) == s1 && w_scale.size(2) == s2, "k2kernels.moe_gemm: w_scale must be ",
+                    want, "; got ", w_scale.sizes());
+  const std::string want_alpha = "float32 [" + std::to_string(E) + "]";
+  k2k::check_tensor(kOp, "w_alpha", w_alpha, at::kFloat, 1, want_alpha.c_str());
+  TORCH_CHECK_VALUE(w_alpha.size(0) == E, "k2kernels.moe_gemm: w_alpha must be float32 [", E,
+                    "] (one global scale per expert); got ", w_alpha.sizes());
+  const std::string want_off = "int32 [" + std::to_string(E + 1) + "]";
+  k2k::check_tensor(kOp, "expert_offsets", offsets, at::kInt, 1, want_off.c_str());
+  TORCH_CHECK_VALUE(offsets.size(0) == E + 1, "k2kernels.moe_gemm: expert_offsets must be int32 [", E + 1, "] (E + 1 for E = ", E,
+                    "); got ", offsets.sizes());
+  TORCH_CHECK_VALUE(act == "bf16" || act == "nvfp4", "k2kernels.moe_gemm: act must be one of ('bf16', 'nvfp4'); got '", act, "'");
+  if (act == "nvfp4") {
+    TORCH_CHECK_VALUE(a_scale.has_value(), "k2kernels.moe_gemm: a_scale must be a tensor; got None");
+    k2k::check_scale(kOp, "a_scale", *a_scale, E);
+    k2k::check_on_device(kOp, "a_scale", *a_scale, a);
+  } else {
+    TORCH_CHECK_VALUE(!a_scale.has_value(), "k2kernels.moe_gemm: a_scale is only used with act='nvfp4'; pass None for act='bf16'");
+  }
+  k2k::check_on_device(kOp, "w", w, a);
+  k2k::check_on_device(kOp, "w_scale", w_scale, a);
+  k2k::check_on_device(kOp, "w_alpha", w_alpha, a);
+  k2k::check_on_device(kOp, "expert_offsets", offsets, a);
+  TORCH_CHECK_VALUE(E >= 1 && E <= kMaxExperts, "k2kernels.moe_gemm: the CUDA kernel supports 1 <= E <= ", kMaxExperts, "; got E = ", E);
+  TORCH_CHECK_VALUE(a.size(0) < (int64_t(1) << 31) && N < (int64_t(1) << 31) && K < (int64_t(1) << 31),
+                    "k2kernels.moe_gemm: M, N and K must each be < 2^31; got ", a.sizes(), " and w ", w.sizes());
+}
+
+at::Tensor moe_gemm_cuda(const at::Tensor& a, const at::Tensor& w, const at::Tensor& w_scale, const at::Tensor& w_alpha,
+                         const at::Tensor& expert_offsets, c10::string_view act_sv, const std::optional<at::Tensor>& a_scale,
+                         c10::string_view layout_sv) {
+  const std::string act(act_sv), scale_layout(layout_sv);
+  check_inputs(a, w, w_scale, w_alpha, expert_offsets, act, a_scale, scale_layout);
+  const c10::cuda::CUDAGuard guard(a.device());
+  const int64_t M = a.size(0), K = a.size(1), E = w.size(0), N = w.size(1);
+  auto out = at::empty({M, N}, a.options());
+  if (M == 0 || N == 0) return out;
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+
+  k2k::MoeGemmParams p{};
+  p.a = reinterpret_cast<const __nv_bfloat16*>(a.data_ptr());
+  at::Tensor a_q;
+  if (act == "nvfp4") {
+    // W4A4 emulation (SM120's numerics on any GPU): rows quantized per expert, a_scale in the epilogue.
+    a_q = at::empty_like(a);
+    k2k::launch_moe_act_fake_quant(p.a, a_scale->data_ptr<float>(), a_scale->numel() > 1, expert_offsets.data_ptr<int32_t>(),
+                                   static_cast<int>(E), M, static_cast<int>(K), reinterpret_cast<__nv_bfloat16*>(a_q.data_ptr()),
+                                   stream);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    p.a = reinterpret_cast<const __nv_bfloat16*>(a_q.data_ptr());
+    p.a_scale = a_scale->data_ptr<float>();
+    p.a_scale_per_expert = a_scale->numel() > 1;
+  }
+  p.w = w.data_ptr<uint8_t>();
+  p.w_scale = reinterpret_cast<const uint8_t*>(w_scale.data_ptr());
+  p.w_alpha = w_alpha.data_ptr<float>();
+  p.expert_offsets = expert_offsets.data_ptr<int32_t>();
+  p.out = reinterpret_cast<__nv_bfloat16*>(out.data_ptr());
+  p.M = M;
+  p.N = static_cast<int>(N);
+  p.K = static_cast<int>(K);
+  p.E = static_cast<int>(E);
+  p.scale_layout = scale_layout == "swizzled" ? k2k::kScaleSwizzled : k2k::kScaleLinear;
+  p.n_pad = static_cast<int>(w_scale.size(1));
+  p.kb_pad = static_cast<int>(w_scale.size(2));
+
+  // The streaming kernel reads 16-byte vectors of a and w and 8-byte scale groups.
+  const bool fast = K % 128 == 0 && aligned(p.a, 16) && aligned(p.w, 16) && aligned(p.w_scale, 8);
+  bool launched = false;
+  if (fast) {
+    const int limit = k2k::smem_optin_limit(a.get_device());
+    const bool regs = use_regs_kernel();
+    int nt = pick_nt(M, E);
+    if (regs && nt > 4) nt = 4;
+    for (; nt >= 1 && !launched; nt /= 2) launched = k2k::launch_moe_gemm_stream(p, nt, regs, limit, stream);
+  }
+  if (!launched) k2k::launch_moe_gemm_generic(p, stream);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(k2kernels, CUDA, m) { m.impl("moe_gemm", &moe_gemm_cuda); }
