@@ -99,7 +99,8 @@ def ep_moe_forward(ep: EPLayer, x: torch.Tensor, group: Optional[dist.ProcessGro
     dest = ep.owner[flat_ids.long()].long()                      # owner rank of each pair p = t*k + j
     order = torch.sort(dest, stable=True).indices                # pairs by owner, p order within
     payload = _pack(x[order // k], flat_ids[order])
-    counts = torch.bincount(dest, minlength=world)
+    # scatter_add, not bincount: CUDA bincount reads max(input) on the host (a sync, breaks graph capture)
+    counts = torch.zeros(world, dtype=torch.int64, device=dev).scatter_add_(0, dest, torch.ones_like(dest))
     W2 = H + _ID_COLS
 
     if mode == "exact":
