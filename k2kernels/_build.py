@@ -58,6 +58,7 @@ FAMILIES = (
     Family("routing"),
     Family("moe_gemm", needs_cutlass=True),
     Family("cutlass_sm120", archs=("sm_120a", "sm_121a"), needs_cutlass=True),
+    Family("fused_moe"),
 )
 
 COMMON_NVCC_FLAGS = ("-O3", "--expt-relaxed-constexpr", "-lineinfo", "-DNDEBUG",

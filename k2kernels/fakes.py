@@ -64,3 +64,32 @@ def moe_gemm_w4a4_sm120(a, w, w_scale, w_alpha, expert_offsets, a_scale, config=
     check_moe_gemm_w4a4_sm120(a, w, w_scale, w_alpha, expert_offsets, a_scale, config)
     check_moe_gemm(a, w, w_scale, w_alpha, expert_offsets, "nvfp4", a_scale, "swizzled")
     return a.new_empty((a.shape[0], w.shape[1]), dtype=torch.bfloat16)
+
+
+def moe_gather(x, sorted_pairs, top_k):
+    from .reference.fused_moe import check_moe_gather
+    check_moe_gather(x, sorted_pairs, top_k)
+    return x.new_empty((sorted_pairs.shape[0], x.shape[1]))
+
+
+def moe_silu_mul(gate_up):
+    from .reference.fused_moe import check_moe_silu_mul
+    check_moe_silu_mul(gate_up)
+    return gate_up.new_empty((gate_up.shape[0], gate_up.shape[1] // 2))
+
+
+def moe_combine(y, inverse, topk_weights, shared=None):
+    from .reference.fused_moe import check_moe_combine
+    check_moe_combine(y, inverse, topk_weights, shared)
+    return y.new_empty((topk_weights.shape[0], y.shape[1]))
+
+
+def fused_moe(x, router_logits, e_bias, w13, w13_scale, w13_alpha, w2, w2_scale, w2_alpha, top_k,
+              scoring="sigmoid", n_group=1, topk_group=1, renormalize=True, routed_scaling_factor=1.0,
+              expert_map=None, shared_out=None, act="bf16", a13_scale=None, a2_scale=None,
+              scale_layout="linear", workspace=None):
+    from .reference.fused_moe import check_fused_moe
+    check_fused_moe(x, router_logits, e_bias, w13, w13_scale, w13_alpha, w2, w2_scale, w2_alpha, top_k,
+                    scoring, n_group, topk_group, expert_map, shared_out, act, a13_scale, a2_scale,
+                    scale_layout, workspace)
+    return x.new_empty(x.shape)

@@ -59,3 +59,20 @@ def fp8_kv_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k
                                  _as_scale(k_scale, q.device),
                                  None if v_scale is None else _as_scale(v_scale, q.device),
                                  float(softmax_scale), causal, max_q_len, head_dim_v)
+
+
+def fused_moe(x: torch.Tensor, router_logits: torch.Tensor, w13, w13_scale, w13_alpha, w2, w2_scale, w2_alpha,
+              top_k: int, e_bias: Optional[torch.Tensor] = None, scoring: str = "sigmoid", n_group: int = 1,
+              topk_group: int = 1, renormalize: bool = True, routed_scaling_factor: float = 1.0,
+              expert_map: Optional[torch.Tensor] = None, shared_out: Optional[torch.Tensor] = None,
+              act: str = "bf16", a13_scale=None, a2_scale=None, scale_layout: str = "linear",
+              workspace: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Whole MoE layer: x [T, H] bf16, router_logits [T, E_global] -> [T, H] bf16 (docs/fused_moe.md).
+    workspace: optional caller-owned uint8 buffer of k2kernels.fused_moe.workspace_bytes(max_tokens, H, I, top_k)."""
+    if a13_scale is not None:
+        a13_scale = _as_scale(a13_scale, x.device)
+    if a2_scale is not None:
+        a2_scale = _as_scale(a2_scale, x.device)
+    return _ops.fused_moe(x, router_logits, e_bias, w13, w13_scale, w13_alpha, w2, w2_scale, w2_alpha, top_k,
+                          scoring, n_group, topk_group, renormalize, float(routed_scaling_factor), expert_map,
+                          shared_out, act, a13_scale, a2_scale, scale_layout, workspace)

@@ -77,3 +77,6 @@ ALL = {
     "fp8_kv_attention": fp8_kv_attention_args,
     "quantize_nvfp4_experts": quantize_nvfp4_experts_args,
 }
+
+from fused_moe_inputs import FUSED_MOE_ARGS  # noqa: E402  (issue 7: the fused_moe family's ops)
+ALL.update(FUSED_MOE_ARGS)
