@@ -1,0 +1,152 @@
+"""k2kernels.autotune on CPU: config enumeration, the SMEM filter (before any timing), tuning with a
+fake timer, the JSON keys, and the lookup order in-memory -> user file -> bundled -> heuristic."""
+import json
+
+import pytest
+import torch
+
+from k2kernels import autotune as at
+
+GPU, ARCH = "NVIDIA H200", "sm_90a"
+KEY = at.shape_key(M=8, N=4096, K=7168, E=384, act="bf16")
+
+
+@pytest.fixture(autouse=True)
+def _clean(monkeypatch):
+    at.clear_memory()
+    monkeypatch.delenv(at.USER_ENV, raising=False)
+    yield
+    at.clear_memory()
+
+
+def _table(config, us=1.0, key=KEY, op="moe_gemm"):
+    return {GPU: {ARCH: {op: {key: {"config": config, "knobs": {"K2K_MOE_GEMM_KERNEL": config}, "us": us, "all_us": {}}}}}}
+
+
+def test_lookup_order(tmp_path, monkeypatch):
+    bundled = tmp_path / "bundled"
+    bundled.mkdir()
+    rec, src = at.lookup("moe_gemm", KEY, GPU, ARCH, bundled_dir=bundled)
+    assert rec is None and src == "heuristic"
+
+    (bundled / "h200.json").write_text(json.dumps({"_meta": {"format": 1}, **_table("bundled")}))
+    rec, src = at.lookup("moe_gemm", KEY, GPU, ARCH, bundled_dir=bundled)
+    assert rec["config"] == "bundled" and src == "bundled"
+
+    user = tmp_path / "mine.json"
+    user.write_text(json.dumps(_table("user")))
+    monkeypatch.setenv(at.USER_ENV, str(user))
+    rec, src = at.lookup("moe_gemm", KEY, GPU, ARCH, bundled_dir=bundled)
+    assert rec["config"] == "user" and src.startswith("user:")
+
+    at.remember(_table("memory"))
+    rec, src = at.lookup("moe_gemm", KEY, GPU, ARCH, bundled_dir=bundled)
+    assert rec["config"] == "memory" and src == "memory"
+
+    # another GPU or arch never borrows these entries
+    assert at.lookup("moe_gemm", KEY, "NVIDIA RTX PRO 6000", "sm_120a", bundled_dir=bundled) == (None, "heuristic")
+    # an unreadable user file is a warning and falls through, not an error
+    at.clear_memory()
+    user.write_text("{not json")
+    with pytest.warns(RuntimeWarning, match="cannot read tuned configs"):
+        rec, src = at.lookup("moe_gemm", KEY, GPU, ARCH, bundled_dir=bundled)
+    assert src == "bundled"
+
+
+def test_lookup_nearest_rows():
+    t = {}
+    for M, cfg in ((8, "small"), (512, "mid"), (32768, "big")):
+        at.merge(t, _table(cfg, key=at.shape_key(M=M, N=4096, K=7168, E=384, act="bf16")))
+    at.remember(t)
+    pick = lambda M: at.lookup("moe_gemm", at.shape_key(M=M, N=4096, K=7168, E=384, act="bf16"), GPU, ARCH)[0]["config"]
+    assert pick(8) == "small" and pick(16) == "small" and pick(400) == "mid" and pick(20000) == "big"
+    # other N: no borrowing across shapes
+    assert at.lookup("moe_gemm", at.shape_key(M=8, N=7168, K=2048, E=384, act="bf16"), GPU, ARCH)[1] == "heuristic"
+
+
+def test_knobs_context_restores_env(monkeypatch):
+    monkeypatch.setenv("K2K_MOE_GEMM_KERNEL", "pipe")
+    with at.knobs({"knobs": {"K2K_MOE_GEMM_KERNEL": "regs", "K2K_X_TEST": "1"}}):
+        import os
+        assert os.environ["K2K_MOE_GEMM_KERNEL"] == "regs" and os.environ["K2K_X_TEST"] == "1"
+    import os
+    assert os.environ["K2K_MOE_GEMM_KERNEL"] == "pipe" and "K2K_X_TEST" not in os.environ
+
+
+def test_configs_enumerate_what_the_launchers_expose():
+    cfgs = at.moe_gemm_configs()
+    kernels = {dict(c.knobs)["K2K_MOE_GEMM_KERNEL"] for c in cfgs}
+    assert kernels == {"pipe", "regs"}
+    if at._launcher_reads("moe_gemm", "K2K_MOE_GEMM_NT"):
+        assert {c.name for c in cfgs} >= {"pipe_nt1", "pipe_nt8", "regs_nt4"}
+    else:
+        assert {c.name for c in cfgs} == {"pipe_auto", "regs_auto"}
+    assert {c.name for c in at.sm120_configs()} == {"t128x128", "t128x128_pingpong", "t256x128"}
+
+
+def test_tune_with_fake_timer_drops_smem_before_timing(tmp_path):
+    cfgs = [at.Config("moe_gemm", "a", (("K2K_MOE_GEMM_KERNEL", "pipe"),), smem_tags=("t_a",)),
+            at.Config("moe_gemm", "b", (("K2K_MOE_GEMM_KERNEL", "regs"),), smem_tags=("t_b",)),
+            at.Config("moe_gemm", "huge", smem_tags=("t_huge",)),
+            at.Config("moe_gemm", "steps_down", smem_tags=("t_huge", "t_a")),     # a launcher that can step down
+            at.Config("moe_gemm", "broken", smem_tags=())]
+    budgets = {"t_a": 50_000, "t_b": 90_000, "t_huge": 150_000}
+    speed = {"a": 3e-6, "b": 2e-6, "steps_down": 4e-6, "broken": None}
+    timed = []
+
+    def fake_timer(op, dims, cfg):
+        timed.append(cfg.name)
+        assert cfg.name != "huge", "a config over the SMEM limit was timed"
+        if speed[cfg.name] is None:
+            raise RuntimeError("launch failed")
+        return speed[cfg.name] * (1 + dims["M"] / 1000)
+
+    shapes = [("moe_gemm", dict(M=8, N=4096, K=7168, E=384, act="bf16")),
+              ("moe_gemm", dict(M=4096, N=4096, K=7168, E=384, act="bf16")),
+              ("moe_gemm_w4a4_sm120", dict(M=8, N=4096, K=7168, E=384, act="nvfp4"))]
+    res = at.tune(shapes, GPU, ARCH, smem_limit=101_376, budgets=budgets, timer=fake_timer, progress=False,
+                  configs_for=lambda op: cfgs,
+                  supported=lambda op: "needs sm_120a" if op.endswith("sm120") else None)
+    assert "huge" not in timed and timed.count("a") == 2
+    assert [(d[2], d[3]) for d in res.dropped] == [("huge", 150_000)] * 2
+    assert any("needs sm_120a" in s[2] for s in res.skipped)
+    assert any("broken" in s[2] and "launch failed" in s[2] for s in res.skipped)
+    entries = res.table[GPU][ARCH]["moe_gemm"]
+    assert set(entries) == {at.shape_key(**d) for op, d in shapes[:2]}
+    for rec in entries.values():
+        assert rec["config"] == "b" and rec["knobs"] == {"K2K_MOE_GEMM_KERNEL": "regs"}
+        assert set(rec["all_us"]) == {"a", "b", "steps_down"} and rec["us"] == min(rec["all_us"].values())
+    # with SM120's limit cut to 60 000 B, b (90 000 B) is dropped and a wins
+    res2 = at.tune(shapes[:1], GPU, "sm_120a", 60_000, budgets, fake_timer, progress=False, configs_for=lambda op: cfgs)
+    assert res2.table[GPU]["sm_120a"]["moe_gemm"][KEY]["config"] == "a"
+    # the JSON round trip that lookup reads
+    f = tmp_path / "t.json"
+    f.write_text(json.dumps({"_meta": {}, **res.table}))
+    rec, src = at.lookup("moe_gemm", KEY, GPU, ARCH, bundled_dir=tmp_path)
+    assert src == "bundled" and rec["config"] == "b"
+
+
+def test_preset_shapes_and_keys():
+    shapes = at.preset_shapes("kimi-k2", [1, 64])
+    keys = [(op, at.shape_key(**d)) for op, d in shapes]
+    assert ("moe_gemm", "M=8,N=4096,K=7168,E=384,act=bf16") in keys
+    assert ("moe_gemm", "M=512,N=7168,K=2048,E=384,act=bf16") in keys
+    assert ("fused_moe", "T=64,H=7168,I=2048,E=384,k=8,act=bf16") in keys
+    assert at.parse_key("M=8,N=4096,act=bf16") == {"M": 8, "N": 4096, "act": "bf16"}
+
+
+def test_cli_lists_configs_without_gpu(capsys):
+    assert at.main(["--list", "--ops", "moe_gemm,fused_moe"]) == 0
+    out = capsys.readouterr().out
+    assert "moe_gemm" in out and "K2K_MOE_GEMM_KERNEL" in out and "fused_moe" in out
+    if not torch.cuda.is_available():
+        assert at.main(["--tokens", "1"]) == 2
+
+
+@pytest.mark.gpu
+def test_device_smem_optin_reads_cuda_python(monkeypatch):
+    monkeypatch.delenv("K2K_SMEM_LIMIT", raising=False)
+    raw = at.device_smem_optin()
+    assert raw == torch.cuda.get_device_properties(0).shared_memory_per_block_optin
+    monkeypatch.setenv("K2K_SMEM_LIMIT", "101376")
+    assert at.device_smem_optin() == min(raw, 101376)
