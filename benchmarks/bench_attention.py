@@ -18,6 +18,8 @@ import sys
 import torch
 import torch.nn.functional as F
 
+os.environ.setdefault("K2K_SMEM_LIMIT", "101376")          # launches must fit SM120, as in the tests
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import k2kernels  # noqa: E402,F401
 from k2kernels.reference.kv_cache import quantize_kv  # noqa: E402
@@ -33,7 +35,7 @@ class Timer:
         self.sink = torch.empty((), device="cuda")
 
     def flush(self):
-        torch.sum(self.flush_buf, out=self.sink)           # read 256 MB: evicts L2 without dirty lines
+        self.sink = self.flush_buf.sum()                   # read 256 MB: evicts L2 without dirty lines
 
     def graph_median_us(self, fn, iters=30, warmup=3):
         s = torch.cuda.Stream()
@@ -92,7 +94,7 @@ def sdpa_fn(q, k, v, causal):
     return run, "default"
 
 
-def bench_decode(timer, B, ctx, Hq, Hkv, D, DV, latent, page_size, rows, gen):
+def bench_decode(timer, B, ctx, Hq, Hkv, D, DV, latent, page_size, rows, gen, peer=True):
     k_cache, v_cache, bt, ks, vs = make_paged(B, ctx, Hkv, D, DV, latent, page_size, gen)
     q = torch.randn(B, Hq, D, device="cuda", dtype=torch.bfloat16)
     seq_lens = torch.full((B,), ctx, dtype=torch.int32, device="cuda")
@@ -106,6 +108,8 @@ def bench_decode(timer, B, ctx, Hq, Hkv, D, DV, latent, page_size, rows, gen):
     # peer: BF16 K/V contiguous [B, Hkv, ctx, D]
     t_sdpa, backend = float("nan"), "-"
     try:
+        if not peer:
+            raise RuntimeError("peer skipped")
         kb = torch.randn(B, Hkv, ctx, D, device="cuda", dtype=torch.bfloat16)
         vb = kb[..., :DV] if latent else torch.randn(B, Hkv, ctx, DV, device="cuda", dtype=torch.bfloat16)
         qb = q.reshape(B, Hq, 1, D)
@@ -142,6 +146,7 @@ def bench_prefill(timer, T, Hq, Hkv, D, page_size, rows, gen):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--sweep", action="store_true", help="also time split counts (K2K_ATTN_SPLITS) for tuning")
     ap.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "bench_attention.json"))
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -158,6 +163,14 @@ def main():
     for B in ([32] if args.quick else [1, 8, 32]):     # MLA-absorbed latent MQA: Kimi-K2 64 heads, 576/512
         bench_decode(timer, B, 8192, 64, 1, 576, 512, True, 64, rows, gen)
         print(rows[-1], flush=True)
+    if args.sweep:
+        for B, ctx in ((32, 8192), (8, 8192), (1, 8192), (32, 32768)):
+            for sp in ("1", "2", "3", "4", "6", "8", "16", "32"):
+                os.environ["K2K_ATTN_SPLITS"] = sp
+                bench_decode(timer, B, ctx, 64, 8, 128, 128, False, 16, rows, gen, peer=False)
+                rows[-1]["case"] += f" splits={sp}"
+                print(rows[-1], flush=True)
+        os.environ.pop("K2K_ATTN_SPLITS")
     if not args.quick:
         bench_prefill(timer, 8192, 64, 8, 128, 16, rows, gen)
         print(rows[-1], flush=True)

@@ -128,18 +128,31 @@ def run_and_check(args, causal=True, max_q_len=-1):
 
 
 # ---------------------------------------------------------------- GPU: decode
+# Kernel layouts: "auto" (rows8 for decode with group <= 8, else 16-row tiles) and each one forced.
+LAYOUTS = {"auto": None, "rows16": "0", "rows8": "1"}
+
+
+def set_layout(monkeypatch, layout):
+    if LAYOUTS[layout] is not None:
+        monkeypatch.setenv("K2K_ATTN_ROWS8", LAYOUTS[layout])
+
+
 @gpu
 @pytest.mark.parametrize("name,Hq,Hkv,D,DV,latent,page", SHAPES, ids=[s[0] for s in SHAPES])
 @pytest.mark.parametrize("per_head", [False, True], ids=["scale_tensor", "scale_head"])
-def test_decode_ragged(name, Hq, Hkv, D, DV, latent, page, per_head):
+@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8"])
+def test_decode_ragged(monkeypatch, name, Hq, Hkv, D, DV, latent, page, per_head, layout):
+    set_layout(monkeypatch, layout)
     seq_lens = [1, 17, page * 3 + 5, 300, 1000]            # seq_len 1, lengths off the page grid
     args = make_case([1] * len(seq_lens), seq_lens, Hq, Hkv, D, DV, latent, page, per_head=per_head)
     run_and_check(args)
 
 
 @gpu
-def test_decode_small():
+@pytest.mark.parametrize("layout", ["rows16", "rows8"])
+def test_decode_small(monkeypatch, layout):
     """Small case for compute-sanitizer (-k small)."""
+    set_layout(monkeypatch, layout)
     args = make_case([1, 1], [5, 40], 16, 2, 128, 128, False, 16)
     run_and_check(args)
 
@@ -152,8 +165,10 @@ def test_decode_small_latent():
 
 @gpu
 @pytest.mark.parametrize("splits", ["1", "3", "37"])
-def test_decode_forced_splits(monkeypatch, splits):
+@pytest.mark.parametrize("layout", ["rows16", "rows8"])
+def test_decode_forced_splits(monkeypatch, splits, layout):
     """Both paths: direct write (1 split) and split + merge, including more splits than chunks."""
+    set_layout(monkeypatch, layout)
     monkeypatch.setenv("K2K_ATTN_SPLITS", splits)
     args = make_case([1] * 4, [1, 100, 777, 2048], 64, 8, 128, 128, False, 16, per_head=True)
     run_and_check(args)
@@ -185,7 +200,9 @@ PREFILL = [
 @gpu
 @pytest.mark.parametrize("name,Hq,Hkv,D,DV,latent,page", PREFILL, ids=[s[0] for s in PREFILL])
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])
-def test_prefill_chunked(name, Hq, Hkv, D, DV, latent, page, causal):
+@pytest.mark.parametrize("layout", ["auto", "rows8"])
+def test_prefill_chunked(monkeypatch, name, Hq, Hkv, D, DV, latent, page, causal, layout):
+    set_layout(monkeypatch, layout)
     q_lens = [1, 37, 130, 5]
     seq_lens = [1, 37, 300, 69]                            # fresh prefill, chunked prefill with a prefix
     args = make_case(q_lens, seq_lens, Hq, Hkv, D, DV, latent, page)
@@ -193,8 +210,10 @@ def test_prefill_chunked(name, Hq, Hkv, D, DV, latent, page, causal):
 
 
 @gpu
-def test_prefill_hint_too_small_and_unknown():
+@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8"])
+def test_prefill_hint_too_small_and_unknown(monkeypatch, layout):
     """The grid is sized from max_q_len (or Tq == B -> 1); rows beyond it must still be computed."""
+    set_layout(monkeypatch, layout)
     q_lens, seq_lens = [0, 3, 1], [4, 10, 6]               # Tq == B == 3 but q_len 3 exists
     args = make_case(q_lens, seq_lens, 16, 2, 128, 128, False, 16)
     run_and_check(args, max_q_len=-1)
@@ -260,7 +279,7 @@ def test_bad_inputs_cuda():
     with pytest.raises(ValueError, match="head_dim_v"):
         call(dict(args, v_cache=None, v_scale=None, head_dim_v=-1))
     with pytest.raises(ValueError, match="16-byte aligned"):
-        q = torch.empty(args["q"].numel() + 8, dtype=torch.bfloat16, device="cuda")[8:].view(args["q"].shape)
+        q = torch.empty(args["q"].numel() + 1, dtype=torch.bfloat16, device="cuda")[1:].view(args["q"].shape)
         call(dict(args, q=q))
 
 

@@ -70,19 +70,19 @@ void check_aligned16(const char* name, const at::Tensor& t) {
                     " must be 16-byte aligned (use a fresh tensor, not an offset view)");
 }
 
-// Key-range splits (flash-decoding), chosen on the host from shapes only (no device sync): enough
-// CTAs for ~6 per SM, but at least 256 keys (16 per warp-step x 4 warps x 4 steps) per split, at most 64.
+// Key-range splits (flash-decoding), chosen on the host from shapes only (no device sync): as many as
+// fit in ONE wave of resident CTAs (capacity = SMs x CTAs per SM), at least 512 keys per split, at
+// most 64. An H200 sweep (B = 1/8/32, 8K, 2026-11-29) found one full wave fastest and each extra
+// wave ~11 us slower (per-split fixed cost: Q load, warp merge, partial write, merge pass).
 // The length bound is block_table.shape[1] * page_size; the kernel splits each sequence's real length.
-int choose_splits(int64_t base_ctas, int64_t key_bound, int sms) {
+int choose_splits(int64_t base_ctas, int64_t key_bound, int64_t capacity) {
   if (const char* env = std::getenv("K2K_ATTN_SPLITS")) {   // benchmarking / tuning override
     const int s = std::atoi(env);
     if (s > 0) return std::min(s, 256);
   }
   if (base_ctas <= 0) return 1;
-  const int64_t target = 6LL * sms;
-  if (base_ctas >= target / 2) return 1;
-  int64_t s = (target + base_ctas - 1) / base_ctas;
-  s = std::min<int64_t>(s, std::max<int64_t>(1, key_bound / 256));
+  int64_t s = capacity / base_ctas;
+  s = std::min<int64_t>(s, key_bound / 512);
   return int(std::max<int64_t>(1, std::min<int64_t>(s, 64)));
 }
 
@@ -168,12 +168,18 @@ at::Tensor fp8_kv_attention_cuda(const at::Tensor& q, const at::Tensor& k_cache,
   // Rows per (sequence, KV head) = q_len * group; the grid covers the host's estimate of the largest
   // q_len (the hint, else 1 when Tq == B, else Tq) and the kernel loops over any rows beyond it.
   const int64_t q_est = max_q_len > 0 ? std::min(max_q_len, Tq) : (Tq == B ? 1 : Tq);
-  p.row_tiles = int(std::max<int64_t>(1, (q_est * p.group + 15) / 16));
+  // Decode with a group <= 8 uses the rows8 layout (keys in the MMA M dimension, no padded heads);
+  // K2K_ATTN_ROWS8=0/1 forces a layout (tests run both).
+  p.rows8 = (q_est == 1 && p.group <= 8) ? 1 : 0;
+  if (const char* env = std::getenv("K2K_ATTN_ROWS8")) p.rows8 = std::atoi(env) ? 1 : 0;
+  const int rows_per_tile = p.rows8 ? 8 : 16;
+  p.row_tiles = int(std::max<int64_t>(1, (q_est * p.group + rows_per_tile - 1) / rows_per_tile));
   const int dvc = k2k::fp8_attention_dv_chunk(int(D), int(DV));
   p.dv_chunks = int(DV / dvc);
   int sms = 0;
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, q.get_device());   // an attribute query, no sync
-  p.num_splits = choose_splits(B * Hkv * p.row_tiles * p.dv_chunks, int64_t(p.max_pages) * page_size, sms);
+  const int64_t capacity = int64_t(sms) * k2k::fp8_attention_ctas_per_sm(int(D), p.rows8 != 0, q.get_device());
+  p.num_splits = choose_splits(B * Hkv * p.row_tiles * p.dv_chunks, int64_t(p.max_pages) * page_size, capacity);
   at::Tensor part_o, part_lse;
   if (p.num_splits > 1) {
     part_o = at::empty({p.num_splits, Tq, Hq, DV}, q.options().dtype(at::kFloat));

@@ -27,7 +27,8 @@ struct Fp8AttnParams {
   int max_pages, num_pages;
   int k_per_head, v_per_head;    // scale tensors hold Hkv values (1) or one value (0)
   int causal;
-  int row_tiles;                 // grid tiles of 16 (query, head) rows per (sequence, KV head); CTAs loop past it
+  int rows8;                     // 1: decode layout for group <= 8 (8-row tiles, keys in the MMA M dimension)
+  int row_tiles;                 // grid tiles of 16 (8 if rows8) rows per (sequence, KV head); CTAs loop past it
   int num_splits;                // key-range splits (flash-decoding); 1 = write out directly
   int dv_chunks;                 // output-channel chunks (DV / DVC) computed by separate CTAs
 };
@@ -36,8 +37,10 @@ struct Fp8AttnParams {
 bool fp8_attention_supported(int D, int DV);
 // Output-channel chunk width of the (D, DV) configuration: DV is split into DV / chunk CTAs.
 int fp8_attention_dv_chunk(int D, int DV);
-// Dynamic shared memory of the (D, DV) configuration, bytes.
+// Dynamic shared memory of the (D, DV) configuration (the larger of its two layouts), bytes.
 int fp8_attention_smem_bytes(int D, int DV);
+// Resident CTAs per SM of the (D, layout) kernel on `device` (occupancy query, cached).
+int fp8_attention_ctas_per_sm(int D, bool rows8, int device);
 // Launch the split kernel (and the merge when num_splits > 1) on `stream`.
 cudaError_t launch_fp8_attention(const Fp8AttnParams& p, cudaStream_t stream);
 

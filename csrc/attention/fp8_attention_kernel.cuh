@@ -39,7 +39,7 @@ struct Cfg {
   static constexpr int kKPre = kBlocks < 4 ? kBlocks : (D > 256 ? 2 : 4);  // K blocks kept in flight
   static constexpr int W = DVC / 8;                   // V bytes per thread per key (one per n-tile)
   static constexpr int kVWords = W / 4;
-  static constexpr int kQStride = D + 8;              // bf16 per Q row in smem; +16 B avoids bank conflicts
+  static constexpr int kQStride = D + 8;              // f16 per Q row in smem; +16 B avoids bank conflicts
   static constexpr int kQBytes = kRows * kQStride * 2;
   static constexpr int kOBytes = (kWarps - 1) * kRows * DVC * 4;   // O of warps 1.. for the merge
   static constexpr int kMainBytes = kQBytes > kOBytes ? kQBytes : kOBytes;
@@ -48,13 +48,6 @@ struct Cfg {
   static constexpr bool kPipelined = kKPre == kBlocks && D <= 128;
 };
 
-__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                         uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
 __device__ __forceinline__ void mma_f16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                         uint32_t b0, uint32_t b1) {
   asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
@@ -62,15 +55,15 @@ __device__ __forceinline__ void mma_f16(float (&c)[4], uint32_t a0, uint32_t a1,
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// Two e4m3 bytes (bits 8..15 and 24..31 of u, others zero) -> bf16x2 holding the exact values.
-// Moving sign and exponent/mantissa into bf16 position gives x * 2^-120 (normal and subnormal alike,
-// zero stays zero); one bf16x2 multiply by 2^120 (exact: a power of two, result <= 448) undoes it,
-// so the tensor core never sees a bf16 subnormal.
-__device__ __forceinline__ uint32_t e4m3_pair_to_bf16x2(uint32_t u) {
-  const uint32_t bits = (u & 0x80008000u) | ((u >> 4) & 0x07F007F0u);
-  uint32_t r;
-  asm("mul.rn.bf16x2 %0, %1, %2;\n" : "=r"(r) : "r"(bits), "r"(0x7B807B80u));
-  return r;
+// bf16x2 -> f16x2 for Q. Exact for 2^-17 <= |q| <= 65504 (bf16 has 8 significant bits, f16 11);
+// larger |q| is clamped to +-65504 (no model produces such queries), smaller ones lose < 2^-25.
+// With Q in f16, S = Q K^T runs as an f16 MMA on K converted by the hardware e4m3x2 -> f16x2 cvt
+// (exact), the cheapest FP8 expansion there is: the product equals the bf16 one bit for bit.
+__device__ __forceinline__ uint32_t bf16x2_to_f16x2_clamped(uint32_t w) {
+  const float lo = fminf(fmaxf(__uint_as_float(w << 16), -65504.f), 65504.f);
+  const float hi = fminf(fmaxf(__uint_as_float(w & 0xFFFF0000u), -65504.f), 65504.f);
+  const __half2 h = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&h);
 }
 
 // e4m3 bytes x0 (low) and x1 of a 16-bit value -> f16x2 {x0, x1} (exact, hardware cvt on sm_89+).
@@ -193,20 +186,20 @@ __device__ __forceinline__ void load_chunk(const Ctx<D, DVC>& x, int c, ChunkReg
 
 // S = Q K^T for chunk c, online softmax, O += P V.
 template <int D, int DVC>
-__device__ __forceinline__ void compute_chunk(const Ctx<D, DVC>& x, const __nv_bfloat16* q_s, int c,
+__device__ __forceinline__ void compute_chunk(const Ctx<D, DVC>& x, const __half* q_s, int c,
                                               ChunkRegs<D, DVC>& r, float (&o)[Cfg<D, DVC>::W][4], float (&m)[2],
                                               float (&l)[2]) {
   using C = Cfg<D, DVC>;
   constexpr int W = C::W;
   const int kb = c * 16, g = x.g, t = x.t;
   const int lim[2] = {x.lim0, x.lim1};
-  // ---- S = Q K^T (bf16 MMA; raw e4m3 units, k_scale folded into sl2)
+  // ---- S = Q K^T (f16 MMA on exact operands; raw e4m3 units, k_scale folded into sl2)
   float s[2][4];
 #pragma unroll
   for (int nt = 0; nt < 2; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
 #pragma unroll
   for (int blk = 0; blk < C::kBlocks; ++blk) {
-    const __nv_bfloat16* qrow = q_s + g * C::kQStride + blk * 64 + t * 16;
+    const __half* qrow = q_s + g * C::kQStride + blk * 64 + t * 16;
     const uint4 qa = *reinterpret_cast<const uint4*>(qrow);
     const uint4 qb = *reinterpret_cast<const uint4*>(qrow + 8);
     const uint4 qc = *reinterpret_cast<const uint4*>(qrow + 8 * C::kQStride);
@@ -227,9 +220,9 @@ __device__ __forceinline__ void compute_chunk(const Ctx<D, DVC>& x, const __nv_b
 #pragma unroll
       for (int nt = 0; nt < 2; ++nt) {
         const uint32_t w = s4 == 0 ? kcur[nt].x : s4 == 1 ? kcur[nt].y : s4 == 2 ? kcur[nt].z : kcur[nt].w;
-        const uint32_t b0 = e4m3_pair_to_bf16x2(__byte_perm(w, 0u, 0x1404));   // bytes 0,1 -> k 2t, 2t+1
-        const uint32_t b1 = e4m3_pair_to_bf16x2(__byte_perm(w, 0u, 0x3424));   // bytes 2,3 -> k 2t+8, 2t+9
-        mma_bf16(s[nt], qg[2 * s4], qg8[2 * s4], qg[2 * s4 + 1], qg8[2 * s4 + 1], b0, b1);
+        const uint32_t b0 = e4m3x2_to_f16x2(w);         // bytes 0,1 -> k 2t, 2t+1
+        const uint32_t b1 = e4m3x2_to_f16x2(w >> 16);   // bytes 2,3 -> k 2t+8, 2t+9
+        mma_f16(s[nt], qg[2 * s4], qg8[2 * s4], qg[2 * s4 + 1], qg8[2 * s4 + 1], b0, b1);
       }
     }
   }
@@ -263,10 +256,12 @@ __device__ __forceinline__ void compute_chunk(const Ctx<D, DVC>& x, const __nv_b
       s[nt][e] = fast_exp2(s[nt][e] - base[e >> 1]);
       l[e >> 1] += s[nt][e];
     }
+  if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {   // the max moved: rescale O
 #pragma unroll
-  for (int j = 0; j < W; ++j) {
-    o[j][0] *= alpha[0]; o[j][1] *= alpha[0];
-    o[j][2] *= alpha[1]; o[j][3] *= alpha[1];
+    for (int j = 0; j < W; ++j) {
+      o[j][0] *= alpha[0]; o[j][1] *= alpha[0];
+      o[j][2] *= alpha[1]; o[j][3] *= alpha[1];
+    }
   }
   // P as the A operand (FA2 register reuse): k = key within the chunk
   const uint32_t pa0 = pack_f16x2(s[0][0], s[0][1]), pa1 = pack_f16x2(s[0][2], s[0][3]);
@@ -291,7 +286,7 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_kernel(const Fp8Att
   using C = Cfg<D, DVC>;
   constexpr int W = C::W;
   extern __shared__ __align__(16) uint8_t smem[];
-  __nv_bfloat16* q_s = reinterpret_cast<__nv_bfloat16*>(smem);
+  __half* q_s = reinterpret_cast<__half*>(smem);                       // Q as f16
   float* red_o = reinterpret_cast<float*>(smem);                       // reuses Q's space after the loop
   float* red_ml = reinterpret_cast<float*>(smem + C::kMainBytes);      // [kWarps][kRows][2]
 
@@ -335,6 +330,8 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_kernel(const Fp8Att
         const int qi = row / G, hh = row - qi * G;
         v = __ldg(reinterpret_cast<const uint4*>(p.q + (int64_t(q_start + qi) * p.Hq + h * G + hh) * D) + c);
       }
+      v = make_uint4(bf16x2_to_f16x2_clamped(v.x), bf16x2_to_f16x2_clamped(v.y), bf16x2_to_f16x2_clamped(v.z),
+                     bf16x2_to_f16x2_clamped(v.w));
       *reinterpret_cast<uint4*>(q_s + r * C::kQStride + c * 8) = v;
     }
     __syncthreads();
@@ -463,25 +460,6 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_kernel(const Fp8Att
       }
     }
   }
-}
-
-}  // namespace attn
-}  // namespace k2k
-
-namespace k2k {
-namespace attn {
-
-// One (D, DVC) configuration: sets the opt-in when it needs more than the default 48 KiB and launches.
-template <int D, int DVC>
-cudaError_t launch_config(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream) {
-  constexpr int kSmem = Cfg<D, DVC>::kSmemBytes;
-  auto kernel = fp8_attention_kernel<D, DVC>;
-  if (kSmem > 48 * 1024) {
-    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
-    if (e != cudaSuccess) return e;
-  }
-  kernel<<<dim3(static_cast<unsigned>(n_ctas)), kThreads, kSmem, stream>>>(p);
-  return cudaGetLastError();
 }
 
 }  // namespace attn

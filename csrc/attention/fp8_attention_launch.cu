@@ -1,6 +1,8 @@
 // Dispatch of fp8_kv_attention over the compiled (D_qk, DV-chunk) configurations + the split merge.
 #include "attention/fp8_attention.h"
-#include "attention/fp8_attention_kernel.cuh"
+
+#include <algorithm>
+#include "attention/fp8_attention_rows8.cuh"
 
 namespace k2k {
 
@@ -9,6 +11,10 @@ cudaError_t launch_d64(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stre
 cudaError_t launch_d128(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream);
 cudaError_t launch_d256(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream);
 cudaError_t launch_d576(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream);
+int ctas_per_sm_d64(bool rows8);
+int ctas_per_sm_d128(bool rows8);
+int ctas_per_sm_d256(bool rows8);
+int ctas_per_sm_d576(bool rows8);
 }  // namespace attn
 
 cudaError_t launch_fp8_attention_merge(const float* part_o, const float* part_lse, __nv_bfloat16* out, int splits,
@@ -28,10 +34,10 @@ int dv_chunk_of(int D) {
 }
 int smem_of(int D) {
   switch (D) {
-    case 64: return attn::Cfg<64, 64>::kSmemBytes;
-    case 128: return attn::Cfg<128, 128>::kSmemBytes;
-    case 256: return attn::Cfg<256, 128>::kSmemBytes;
-    case 576: return attn::Cfg<576, 256>::kSmemBytes;
+    case 64: return std::max(attn::Cfg<64, 64>::kSmemBytes, attn::Cfg8<64, 64>::kSmemBytes);
+    case 128: return std::max(attn::Cfg<128, 128>::kSmemBytes, attn::Cfg8<128, 128>::kSmemBytes);
+    case 256: return std::max(attn::Cfg<256, 128>::kSmemBytes, attn::Cfg8<256, 128>::kSmemBytes);
+    case 576: return std::max(attn::Cfg<576, 256>::kSmemBytes, attn::Cfg8<576, 256>::kSmemBytes);
     default: return 0;
   }
 }
@@ -47,6 +53,23 @@ bool fp8_attention_supported(int D, int DV) { return fp8_attention_dv_chunk(D, D
 int fp8_attention_smem_bytes(int D, int DV) {
   const int c = fp8_attention_dv_chunk(D, DV);
   return c ? smem_of(D) : 0;
+}
+
+int fp8_attention_ctas_per_sm(int D, bool rows8, int device) {
+  // Cached per (device, D, layout): the occupancy query is host-only but not free.
+  static int cache[16][4][2] = {};
+  const int di = D == 64 ? 0 : D == 128 ? 1 : D == 256 ? 2 : 3;
+  if (device < 0 || device >= 16) device = 0;
+  int& slot = cache[device][di][rows8 ? 1 : 0];
+  if (slot == 0) {
+    switch (D) {
+      case 64: slot = attn::ctas_per_sm_d64(rows8); break;
+      case 128: slot = attn::ctas_per_sm_d128(rows8); break;
+      case 256: slot = attn::ctas_per_sm_d256(rows8); break;
+      default: slot = attn::ctas_per_sm_d576(rows8); break;
+    }
+  }
+  return slot;
 }
 
 cudaError_t launch_fp8_attention(const Fp8AttnParams& p, cudaStream_t stream) {
