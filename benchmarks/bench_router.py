@@ -105,8 +105,16 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--profile", type=int, default=0, help="just run the Kimi router at this T (for ncu)")
     args = ap.parse_args()
     torch.manual_seed(0)
+    if args.profile:
+        logits = torch.randn(args.profile, E, device="cuda")
+        bias = torch.randn(E, device="cuda") * 0.1
+        for _ in range(5):
+            OPS.topk_router(logits, bias, K, "sigmoid", 1, 1, True, RSF)
+        torch.cuda.synchronize()
+        return
     timer = Timer()
     tokens = (1, 64, 16384) if args.quick else TOKENS
     bias = torch.randn(E, device="cuda") * 0.1
@@ -115,6 +123,12 @@ def main():
     print(f"GPU: {torch.cuda.get_device_name()}  torch {torch.__version__}", flush=True)
     hdr = (f"{'op':<12}{'T':>6} {'ours cold':>10} {'ours warm':>10} {'ref eager':>10} {'ref compile':>12} "
            f"{'read floor':>11} {'4.2TB/s':>8} {'vs compile':>10} {'vs read':>8}")
+    tiny = torch.zeros(1, device="cuda")
+    floor_cold = timer.cold_us(lambda: tiny.add_(1))
+    floor_warm = timer.warm_us(lambda: tiny.add_(1))
+    rows.append(dict(op="one_tiny_kernel", ours_cold_us=floor_cold, ours_warm_us=floor_warm))
+    print(f"floor: one 1-element torch kernel, same timing: cold {floor_cold:.2f} us, warm {floor_warm:.2f} us",
+          flush=True)
     print(hdr, flush=True)
     for dtype in (torch.float32, torch.bfloat16):
         for T in tokens if dtype == torch.float32 else (64, 16384):

@@ -70,7 +70,7 @@ def assert_router_matches(w, ids, logits, bias, k, scoring, ng, tg, renorm=True,
         gsc = group_scores(s, s + bb if bb is not None else s, bias is not None, ng)
         top = gsc.sort(-1, descending=True).values
         amb = (top[:, tg - 1] - top[:, tg]) <= TIE_GAP
-        picked = gsc.gather(1, ids[amb] // (E // ng)) if amb.any() else torch.zeros(0, k)
+        picked = gsc[amb].gather(1, ids[amb] // (E // ng))
         assert (picked >= top[amb, tg - 1:tg] - TIE_GAP).all(), "picked an expert of a dropped group"
     c_k, c_r = c[~amb].gather(1, ids[~amb]), c[~amb].gather(1, ids_ref[~amb])
     assert torch.isfinite(c_k).all(), "picked an expert of a dropped group"

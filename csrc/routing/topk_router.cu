@@ -36,25 +36,21 @@ constexpr int kThreads = kWarps * 32;
 constexpr unsigned kFull = 0xffffffffu;
 constexpr int kMaxExperts = 1024;
 
-struct Cand {
-  uint32_t key;
-  int idx;
-  float s;
-};
 
 // Grouped top-k (n_group > 1) stages per warp: c [E] fp32, group keys [n_group] u32, keep flags [n_group] u8.
 constexpr int kGroupSmemMax = kWarps * (kMaxExperts * 4 + kMaxExperts * 4 + kMaxExperts);
-K2K_SMEM_BUDGET(topk_router, kGroupSmemMax + int(sizeof(Cand)) * 32 * kWarps);
+K2K_SMEM_BUDGET(topk_router, kGroupSmemMax + 12 * 32 * kWarps);   // + candidates (key, idx, s)
 
 __device__ __forceinline__ float sanitize(float x) {
   return fminf(fmaxf(x, -FLT_MAX), FLT_MAX);     // fmaxf(NaN, -FLT_MAX) == -FLT_MAX
 }
 
-// Monotone float -> uint32 map. +0.0f first turns -0 into +0 so equal values get equal keys.
-// Finite c maps to >= 0x00800000, so 0 is free to mean "excluded".
+// Monotone float -> uint32 map (negative: flip all bits; positive: flip the sign bit), 2 instructions.
+// Finite c maps to >= 0x00800000, so 0 is free to mean "excluded". c is never -0 here (c = s + b with
+// s >= +0, and +0 + -0 = +0), so equal values get equal keys.
 __device__ __forceinline__ uint32_t order_key(float c) {
-  const uint32_t u = __float_as_uint(c + 0.0f);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  const uint32_t u = __float_as_uint(c);
+  return u ^ (uint32_t(int32_t(u) >> 31) | 0x80000000u);
 }
 
 __device__ __forceinline__ float warp_max(float v) {
@@ -90,12 +86,15 @@ topk_router_kernel(const T* __restrict__ logits, const float* __restrict__ bias,
                    int32_t* __restrict__ ids, int64_t num_tokens, int E, int top_k, int n_group, int topk_group,
                    bool softmax, bool renormalize, float scale) {
   constexpr int kPer = kVec * kChunks;
-  __shared__ Cand cand_all[kWarps][32];
+  // Candidates: (key, expert) packed for the rank loop's one 8-byte load; the score s apart (read once).
+  __shared__ uint2 cand_all[kWarps][32];
+  __shared__ float cand_s_all[kWarps][32];
   extern __shared__ __align__(16) unsigned char group_smem[];
 
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
-  Cand* cand = cand_all[warp];
+  uint2* cand = cand_all[warp];
+  float* cand_s = cand_s_all[warp];
 
   float b[kPer];
 #pragma unroll
@@ -151,7 +150,9 @@ topk_router_kernel(const T* __restrict__ logits, const float* __restrict__ bias,
       for (int q = 0; q < kPer; ++q) s[q] *= inv;
     } else {
 #pragma unroll
-      for (int q = 0; q < kPer; ++q) s[q] = __frcp_rn(1.f + __expf(-sanitize(s[q])));   // exp(+big) = inf -> 0
+      // 1 / (1 + e^-x) with the approximate divide (2 ulp; no IEEE-division slow path). e^-x = inf
+      // (x <= -88.7) gives 0, as the reference's sigmoid does up to denormals.
+      for (int q = 0; q < kPer; ++q) s[q] = __fdividef(1.f, 1.f + __expf(-sanitize(s[q])));
     }
 
     uint32_t key[kPer];
@@ -249,23 +250,24 @@ topk_router_kernel(const T* __restrict__ logits, const float* __restrict__ bias,
 #pragma unroll
       for (int q = 0; q < kPer; ++q) {
         if (key[q] >= tau) {
-          cand[pos] = Cand{key[q], expert_of<kVec>(q, lane), s[q]};
+          cand[pos] = make_uint2(key[q], uint32_t(expert_of<kVec>(q, lane)));
+          cand_s[pos] = s[q];
           ++pos;
         }
       }
       __syncwarp();
       if (lane < total) {
-        const Cand me = cand[lane];
+        const uint2 me = cand[lane];
         int r = 0;
         for (int j = 0; j < total; ++j) {
-          const Cand o = cand[j];
-          r += (o.key > me.key || (o.key == me.key && o.idx < me.idx)) ? 1 : 0;
+          const uint2 o = cand[j];
+          r += (o.x > me.x || (o.x == me.x && o.y < me.y)) ? 1 : 0;
         }
         if (r < top_k) {
           selected = true;
           rank = r;
-          sel_idx = me.idx;
-          sel_s = me.s;
+          sel_idx = int(me.y);
+          sel_s = cand_s[lane];
         }
       }
     } else {
