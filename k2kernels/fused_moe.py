@@ -132,6 +132,10 @@ class KimiMoE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, shape[-1]).contiguous()
+        return self.routed(x2, self.router_logits(x2), self.shared_expert(x2)).reshape(shape)
+
+    def routed(self, x2: torch.Tensor, logits: torch.Tensor, shared_out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The fused op alone: x2 [T, H] bf16, router logits [T, E_global] -> [T, H] (+ shared_out)."""
         ws = None
         if self.workspace is not None:
             if x2.shape[0] > self.max_tokens:
@@ -140,13 +144,12 @@ class KimiMoE(nn.Module):
             ws = self.workspace
         a13 = self.w13_input_scale if self.act == "nvfp4" else None
         a2 = self.w2_input_scale if self.act == "nvfp4" else None
-        out = fused_moe(x2, self.router_logits(x2), self.w13, self.w13_scale, self.w13_alpha, self.w2,
-                        self.w2_scale, self.w2_alpha, self.cfg.top_k, e_bias=self.e_score_correction_bias,
-                        scoring=self.cfg.scoring, n_group=self.n_group, topk_group=self.topk_group,
-                        renormalize=True, routed_scaling_factor=self.cfg.routed_scaling_factor,
-                        expert_map=self.expert_map, shared_out=self.shared_expert(x2), act=self.act,
-                        a13_scale=a13, a2_scale=a2, workspace=ws)
-        return out.reshape(shape)
+        return fused_moe(x2, logits, self.w13, self.w13_scale, self.w13_alpha, self.w2,
+                         self.w2_scale, self.w2_alpha, self.cfg.top_k, e_bias=self.e_score_correction_bias,
+                         scoring=self.cfg.scoring, n_group=self.n_group, topk_group=self.topk_group,
+                         renormalize=True, routed_scaling_factor=self.cfg.routed_scaling_factor,
+                         expert_map=self.expert_map, shared_out=shared_out, act=self.act,
+                         a13_scale=a13, a2_scale=a2, workspace=ws)
 
     # ---- construction ----------------------------------------------------------------------------
     @classmethod
