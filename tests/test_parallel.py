@@ -263,7 +263,7 @@ def _poisoned_alloc(shape, dtype, device):
     return t.fill_(-1)
 
 
-def _worker(rank, world, port, backend, layer, x_tp, x_ep, out_dir):
+def _worker(rank, world, port, backend, layer, x_tp, x_ep, out_dir, compile_check):
     torch.set_num_threads(1)
     device = torch.device("cuda", rank) if backend == "nccl" else torch.device("cpu")
     if backend == "nccl":
@@ -290,17 +290,39 @@ def _worker(rank, world, port, backend, layer, x_tp, x_ep, out_dir):
             res[f"ep_exact_{name}"] = par.ep_moe_forward(ep, xe, stats=stats)
             res[f"ep_padded_{name}"] = par.ep_moe_forward(ep, xe, mode="padded", capacity=cap)
             res[f"stats_{name}"] = stats
+        if compile_check:
+            # fullgraph: no graph break, no host sync in TP and in EP 'padded' (aot_eager: the CI has
+            # no time for inductor's C++ builds; inductor was checked by hand, bit-equal too)
+            tp_c = torch.compile(par.tp_moe_forward, fullgraph=True, backend="aot_eager")
+            res["tp_compiled"] = tp_c(shard, xt)
+            ep_c = torch.compile(par.ep_moe_forward, fullgraph=True, backend="aot_eager")
+            res["ep_padded_compiled"] = ep_c(ep, xe, mode="padded", capacity=cap)
+        if backend == "nccl":
+            # CUDA graph capture/replay == eager: TP and EP 'padded' have no host sync
+            for key, fn in (("tp_graph", lambda: par.tp_moe_forward(shard, xt)),
+                            ("ep_graph", lambda: par.ep_moe_forward(ep, xe, mode="padded", capacity=cap))):
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    fn()                                      # warm up (NCCL communicator, allocator)
+                torch.cuda.current_stream().wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    out = fn()
+                graph.replay()
+                torch.cuda.synchronize()
+                res[key] = out.clone()
         torch.save({k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in res.items()},
                    os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
 
-def _check_distributed(tmp_path, layer, world, backend="gloo"):
+def _check_distributed(tmp_path, layer, world, backend="gloo", compile_check=False):
     g = torch.Generator().manual_seed(world)
     x_tp = torch.randn(TP_TOKENS, CFG.hidden, generator=g).to(torch.bfloat16)
     x_ep = [torch.randn(t, CFG.hidden, generator=g).to(torch.bfloat16) for t in EP_TOKENS[world]]
-    _spawn(_worker, world, layer, x_tp, x_ep, str(tmp_path), backend=backend)
+    _spawn(_worker, world, layer, x_tp, x_ep, str(tmp_path), compile_check, backend=backend)
     res = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
     dev = torch.device("cuda") if backend == "nccl" else torch.device("cpu")   # reference on the same kind of device
     ref_layer = MoELayer(layer.cfg, layer.gate.to(dev), layer.bias.to(dev), layer.weights.to(dev))
@@ -321,11 +343,17 @@ def _check_distributed(tmp_path, layer, world, backend="gloo"):
                 err = _rel_fro(out, ref_ep[r])
                 assert err <= PARALLEL_EP_REL_FRO, f"{key} rank {r}: relative error {err:.3e}"
         assert res[r]["stats_default"]["dispatch_rows"] == EP_TOKENS[world][r] * CFG.top_k
+        if backend == "nccl":
+            _assert_tp_close(res[r]["tp_graph"], ref_tp)
+            assert torch.equal(res[r]["ep_graph"], res[r]["ep_padded_scattered"]), "graph replay EP != eager"
+        if compile_check:
+            assert torch.equal(res[r]["tp_compiled"], res[r]["tp_bf16"]), "torch.compile TP != eager"
+            assert torch.equal(res[r]["ep_padded_compiled"], res[r]["ep_padded_scattered"]), "torch.compile EP != eager"
 
 
 @pytest.mark.parametrize("world", [2, 4])
 def test_tp_and_ep_over_gloo_match_single_process(tmp_path, layer, world):
-    _check_distributed(tmp_path, layer, world)
+    _check_distributed(tmp_path, layer, world, compile_check=(world == 2))
 
 
 @pytest.mark.gpu
