@@ -316,7 +316,7 @@ def test_cuda_matches_reference(shape, ep):
 @gpu
 def test_cuda_small_stages_exact():
     """Stage kernels vs references on the same GPU inputs (compute-sanitizer runs this: -k small)."""
-    for T, H, k in ((3, 64, 2), (5, 7168, 8), (4, 24, 3)):             # vector and scalar paths
+    for T, H, k in ((3, 64, 2), (5, 7168, 8), (4, 20, 3)):             # vector paths; H % 8 != 0: scalar path
         x, pairs, _ = moe_gather_args("cuda", T=T, H=H, k=k)
         pairs[0] = -1
         _poison_allocator("cuda")
