@@ -128,13 +128,14 @@ def run_and_check(args, causal=True, max_q_len=-1):
 
 
 # ---------------------------------------------------------------- GPU: decode
-# Kernel layouts: "auto" (rows8 for decode with group <= 8, else 16-row tiles) and each one forced.
-LAYOUTS = {"auto": None, "rows16": "0", "rows8": "1"}
+# Kernel layouts (docs/attention.md): "auto" = what the launcher picks (rows8 for decode with group <= 8,
+# the 64-row prefill layout for q_len > 1 at D = D_v in {64, 128}, else 16-row tiles); the others force one.
+LAYOUTS = {"auto": {}, "rows16": {"K2K_ATTN_ROWS8": "0", "K2K_ATTN_PREFILL": "0"}, "rows8": {"K2K_ATTN_ROWS8": "1"}}
 
 
 def set_layout(monkeypatch, layout):
-    if LAYOUTS[layout] is not None:
-        monkeypatch.setenv("K2K_ATTN_ROWS8", LAYOUTS[layout])
+    for k, v in LAYOUTS[layout].items():
+        monkeypatch.setenv(k, v)
 
 
 @gpu
@@ -200,7 +201,7 @@ PREFILL = [
 @gpu
 @pytest.mark.parametrize("name,Hq,Hkv,D,DV,latent,page", PREFILL, ids=[s[0] for s in PREFILL])
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])
-@pytest.mark.parametrize("layout", ["auto", "rows8"])
+@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8"])
 def test_prefill_chunked(monkeypatch, name, Hq, Hkv, D, DV, latent, page, causal, layout):
     set_layout(monkeypatch, layout)
     q_lens = [1, 37, 130, 5]
@@ -221,9 +222,20 @@ def test_prefill_hint_too_small_and_unknown(monkeypatch, layout):
 
 
 @gpu
-def test_prefill_long():
+@pytest.mark.parametrize("layout", ["auto", "rows16"])
+def test_prefill_long(monkeypatch, layout):
+    set_layout(monkeypatch, layout)
     args = make_case([1024], [1500], 32, 4, 128, 128, False, 64)
     run_and_check(args, max_q_len=1024)
+
+
+@gpu
+@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8"])
+def test_prefill_hint_underestimates(monkeypatch, layout):
+    """max_q_len = 2 but a q_len of 20 (160 rows > one 64-row prefill tile): the CTAs loop over tiles."""
+    set_layout(monkeypatch, layout)
+    args = make_case([20, 1, 7], [30, 5, 7], 64, 8, 128, 128, False, 16)
+    run_and_check(args, max_q_len=2)
 
 
 # ---------------------------------------------------------------- GPU: graphs, compile, opcheck

@@ -27,6 +27,7 @@ struct Fp8AttnParams {
   int max_pages, num_pages;
   int k_per_head, v_per_head;    // scale tensors hold Hkv values (1) or one value (0)
   int causal;
+  int prefill;                   // 1: prefill layout (64-row CTAs, K/V converted once into shared memory)
   int rows8;                     // 1: decode layout for group <= 8 (8-row tiles, keys in the MMA M dimension)
   int row_tiles;                 // grid tiles of 16 (8 if rows8) rows per (sequence, KV head); CTAs loop past it
   int num_splits;                // key-range splits (flash-decoding); 1 = write out directly
@@ -37,8 +38,10 @@ struct Fp8AttnParams {
 bool fp8_attention_supported(int D, int DV);
 // Output-channel chunk width of the (D, DV) configuration: DV is split into DV / chunk CTAs.
 int fp8_attention_dv_chunk(int D, int DV);
-// Dynamic shared memory of the (D, DV) configuration (the larger of its two layouts), bytes.
+// Dynamic shared memory of the (D, DV) configuration (the largest of its layouts), bytes.
 int fp8_attention_smem_bytes(int D, int DV);
+// Whether the prefill layout (fp8_attention_prefill.cuh) exists for (D, DV).
+bool fp8_attention_prefill_supported(int D, int DV);
 // Resident CTAs per SM of the (D, layout) kernel on `device` (occupancy query, cached).
 int fp8_attention_ctas_per_sm(int D, bool rows8, int device);
 // Launch the split kernel (and the merge when num_splits > 1) on `stream`.

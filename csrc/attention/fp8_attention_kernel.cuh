@@ -1,4 +1,4 @@
-// Paged FP8-KV attention, one kernel for decode and prefill (docs/attention.md has the derivation).
+// Paged FP8-KV attention, 16-row-tile layout + the helpers all layouts share (docs/attention.md).
 //
 // Work unit (one CTA): 16 "rows" = (query token, query head) pairs of ONE sequence and ONE KV head
 // (GQA packing: row r -> token r / group, head r % group), one key-range split, one chunk of DVC
@@ -7,8 +7,9 @@
 // splits > 1 are merged by fp8_attention_merge.cu. So in decode every K/V byte of a KV head is read
 // once for all heads of its group (when group <= 16; more rows -> more CTAs over the same keys, from L2).
 //
-// Tensor cores (mma.sync m16n8k16, sm_80+ incl. SM120): S = Q K^T in BF16 (FP8 K -> BF16 is exact),
-// O += P V in FP16 (FP8 V -> FP16 is exact, P in [0,1]); fp32 accumulation and softmax.
+// Tensor cores (mma.sync m16n8k16 f16 -> f32, sm_80+ incl. SM120): FP8 K and V -> f16 is exact (one
+// hardware cvt per pair), Q -> f16 is exact in its normal range, P in [0,1] is rounded to f16;
+// fp32 accumulation and softmax.
 // K/V go global -> registers directly (no shared-memory staging): each thread loads 16 contiguous
 // K bytes of one key, because the QK reduction order is free: logical MMA k-index {2t,2t+1,2t+8,2t+9}
 // of k-step s maps to physical channel t*16 + s*4 + {0,1,2,3} for BOTH operands (Q is read from

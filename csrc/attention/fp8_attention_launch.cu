@@ -2,6 +2,7 @@
 #include "attention/fp8_attention.h"
 
 #include <algorithm>
+#include "attention/fp8_attention_prefill.cuh"
 #include "attention/fp8_attention_rows8.cuh"
 
 namespace k2k {
@@ -11,6 +12,8 @@ cudaError_t launch_d64(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stre
 cudaError_t launch_d128(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream);
 cudaError_t launch_d256(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream);
 cudaError_t launch_d576(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream);
+cudaError_t launch_prefill_d64(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream);
+cudaError_t launch_prefill_d128(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream);
 int ctas_per_sm_d64(bool rows8);
 int ctas_per_sm_d128(bool rows8);
 int ctas_per_sm_d256(bool rows8);
@@ -34,8 +37,8 @@ int dv_chunk_of(int D) {
 }
 int smem_of(int D) {
   switch (D) {
-    case 64: return std::max(attn::Cfg<64, 64>::kSmemBytes, attn::Cfg8<64, 64>::kSmemBytes);
-    case 128: return std::max(attn::Cfg<128, 128>::kSmemBytes, attn::Cfg8<128, 128>::kSmemBytes);
+    case 64: return std::max({attn::Cfg<64, 64>::kSmemBytes, attn::Cfg8<64, 64>::kSmemBytes, attn::CfgP<64>::kSmemBytes});
+    case 128: return std::max({attn::Cfg<128, 128>::kSmemBytes, attn::Cfg8<128, 128>::kSmemBytes, attn::CfgP<128>::kSmemBytes});
     case 256: return std::max(attn::Cfg<256, 128>::kSmemBytes, attn::Cfg8<256, 128>::kSmemBytes);
     case 576: return std::max(attn::Cfg<576, 256>::kSmemBytes, attn::Cfg8<576, 256>::kSmemBytes);
     default: return 0;
@@ -54,6 +57,8 @@ int fp8_attention_smem_bytes(int D, int DV) {
   const int c = fp8_attention_dv_chunk(D, DV);
   return c ? smem_of(D) : 0;
 }
+
+bool fp8_attention_prefill_supported(int D, int DV) { return (D == 64 || D == 128) && DV == D; }
 
 int fp8_attention_ctas_per_sm(int D, bool rows8, int device) {
   // Cached per (device, D, layout): the occupancy query is host-only but not free.
@@ -76,6 +81,11 @@ cudaError_t launch_fp8_attention(const Fp8AttnParams& p, cudaStream_t stream) {
   const int64_t n_ctas = int64_t(p.B) * p.Hkv * p.num_splits * p.row_tiles * p.dv_chunks;
   if (n_ctas == 0 || p.Tq == 0) return cudaSuccess;
   cudaError_t e;
+  if (p.prefill) {
+    if (p.D == 64) return attn::launch_prefill_d64(p, n_ctas, stream);
+    if (p.D == 128) return attn::launch_prefill_d128(p, n_ctas, stream);
+    return cudaErrorInvalidValue;
+  }
   switch (p.D) {
     case 64: e = attn::launch_d64(p, n_ctas, stream); break;
     case 128: e = attn::launch_d128(p, n_ctas, stream); break;

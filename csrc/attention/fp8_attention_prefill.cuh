@@ -1,0 +1,261 @@
+// Prefill layout (q_len > 1; D_qk = D_v in {64, 128}): FlashAttention-2 structure on mma.sync.
+// One CTA = 64 packed (token, head) rows of one sequence and KV head; each of the 4 warps owns 16 rows
+// and walks all keys. K/V chunks of 64 keys are converted FP8 -> f16 ONCE per CTA into shared memory
+// (double buffered: the next chunk's bytes are in registers while the warps compute on this one),
+// and every warp reads them with ldmatrix, so the conversion and the global/L2 reads are shared by
+// 64 rows instead of 16. Same numerics as the decode kernels: f16 Q (clamped), exact f16 K/V, fp32
+// accumulation and softmax, k_scale folded into the exponent scale, v_scale into the output.
+#pragma once
+#include "attention/fp8_attention_kernel.cuh"
+
+namespace k2k {
+namespace attn {
+
+template <int D>
+struct CfgP {
+  static_assert(D == 64 || D == 128, "prefill layout: D_qk = D_v in {64, 128}");
+  static constexpr int kRowsCta = kWarps * 16;          // 64 rows
+  static constexpr int kKeys = 64;                      // keys per chunk
+  static constexpr int kStride = D + 8;                 // f16 per smem row: +16 B keeps ldmatrix conflict-free
+  static constexpr int kTile = kKeys * kStride;         // f16 elements of one K or V tile
+  static constexpr int kLoads = kKeys * D / 16 / kThreads;   // 16-byte loads per thread per tile (D/32)
+  static constexpr int kSmemBytes = 2 * 2 * kTile * 2;  // 2 stages x (K, V) x f16
+  static constexpr int kNT = kKeys / 8;                 // S n-tiles per chunk
+  static constexpr int kKS = D / 16;                    // QK k-steps; PV n-tiles = D / 8
+};
+
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void* p) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+}
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const void* p) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+}
+
+// 16 e4m3 bytes -> 16 f16 (exact), stored as two 16-byte words.
+__device__ __forceinline__ void store_f16x16(__half* dst, const uint4 v) {
+  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+  uint32_t h[8];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    h[2 * i] = e4m3x2_to_f16x2(w[i]);
+    h[2 * i + 1] = e4m3x2_to_f16x2(w[i] >> 16);
+  }
+  *reinterpret_cast<uint4*>(dst) = make_uint4(h[0], h[1], h[2], h[3]);
+  *reinterpret_cast<uint4*>(dst + 8) = make_uint4(h[4], h[5], h[6], h[7]);
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(const Fp8AttnParams p) {
+  using C = CfgP<D>;
+  extern __shared__ __align__(16) uint8_t smem[];
+  __half* tiles = reinterpret_cast<__half*>(smem);      // [stage][K | V][kKeys][kStride]
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+
+  int64_t idx = blockIdx.x;                              // dv_chunks == 1, num_splits == 1 here
+  const int tile0 = int(idx % p.row_tiles);
+  idx /= p.row_tiles;
+  const int h = int(idx % p.Hkv);
+  const int b = int(idx / p.Hkv);
+  const int q_start = __ldg(p.cu_seqlens_q + b);
+  const int q_len = __ldg(p.cu_seqlens_q + b + 1) - q_start;
+  if (q_len <= 0 || q_start < 0 || q_start + q_len > p.Tq) return;
+  const int L = min(max(__ldg(p.seq_lens + b), 0), p.max_pages * p.page_size);
+  const int G = p.group;
+  const int n_rows = q_len * G;
+  const int32_t* bt_row = p.block_table + int64_t(b) * p.max_pages;
+  const float sl2 = p.softmax_scale_log2 * __ldg(p.k_scale + (p.k_per_head ? h : 0));
+  const float vscale = __ldg(p.v_scale + (p.v_per_head ? h : 0));
+  const int64_t k_slot_stride = int64_t(p.Hkv) * D;
+  const uint8_t* k_head = p.k_cache + int64_t(h) * D;
+  const uint8_t* v_head = p.v_cache + int64_t(h) * p.v_head_stride;
+
+  for (int tile = tile0; tile * C::kRowsCta < n_rows; tile += p.row_tiles) {
+    const int row0 = tile * C::kRowsCta;
+    // ---- Q (64 rows) -> f16 in stage 1's K tile -> per-warp A fragments in registers
+    __syncthreads();
+    __half* q_s = tiles + 2 * C::kTile;
+    for (int i = threadIdx.x; i < C::kRowsCta * (D / 8); i += kThreads) {
+      const int r = i / (D / 8), cc = i % (D / 8), row = row0 + r;
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (row < n_rows) {
+        const int qi = row / G, hh = row - qi * G;
+        v = __ldg(reinterpret_cast<const uint4*>(p.q + (int64_t(q_start + qi) * p.Hq + h * G + hh) * D) + cc);
+      }
+      v = make_uint4(bf16x2_to_f16x2_clamped(v.x), bf16x2_to_f16x2_clamped(v.y), bf16x2_to_f16x2_clamped(v.z),
+                     bf16x2_to_f16x2_clamped(v.w));
+      *reinterpret_cast<uint4*>(q_s + r * C::kStride + cc * 8) = v;
+    }
+    __syncthreads();
+    uint32_t qf[C::kKS][4];
+#pragma unroll
+    for (int kk = 0; kk < C::kKS; ++kk)
+      ldsm_x4(qf[kk], q_s + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * C::kStride + kk * 16 + (lane >> 4) * 8);
+
+    int lim[2];
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      const int row = row0 + warp * 16 + g + rr * 8;
+      lim[rr] = 0;
+      if (row < n_rows) lim[rr] = p.causal ? min(L, L - q_len + row / G + 1) : L;
+    }
+    // keys this warp needs (warp-uniform) and the CTA's range
+    int warp_end = max(lim[0], lim[1]);
+    warp_end = max(warp_end, __shfl_xor_sync(0xffffffffu, warp_end, 4));
+    warp_end = max(warp_end, __shfl_xor_sync(0xffffffffu, warp_end, 8));
+    warp_end = max(warp_end, __shfl_xor_sync(0xffffffffu, warp_end, 16));
+    int key_end = L;
+    if (p.causal) key_end = min(L, L - q_len + (min(row0 + C::kRowsCta, n_rows) - 1) / G + 1);
+    key_end = max(key_end, 0);
+    const int n_chunks = (key_end + C::kKeys - 1) / C::kKeys;
+
+    // this thread's 16-byte pieces of a tile: key = u / (D/16), column = (u % (D/16)) * 16
+    auto load = [&](int c, uint4 (&kr)[C::kLoads], uint4 (&vr)[C::kLoads]) {
+#pragma unroll
+      for (int i = 0; i < C::kLoads; ++i) {
+        const int u = threadIdx.x + i * kThreads;
+        const int key = c * C::kKeys + u / (D / 16), col = (u % (D / 16)) * 16;
+        if (key < key_end) {
+          const int64_t slot = slot_of(p, bt_row, key);
+          kr[i] = ld_stream16(k_head + slot * k_slot_stride + col);
+          vr[i] = ld_stream16(v_head + slot * p.v_slot_stride + col);
+        } else {
+          kr[i] = make_uint4(0, 0, 0, 0);     // zero V: P is 0 there and 0 * (NaN garbage) would not be
+          vr[i] = make_uint4(0, 0, 0, 0);
+        }
+      }
+    };
+    auto store = [&](int stage, const uint4 (&kr)[C::kLoads], const uint4 (&vr)[C::kLoads]) {
+      __half* ks = tiles + stage * 2 * C::kTile;
+#pragma unroll
+      for (int i = 0; i < C::kLoads; ++i) {
+        const int u = threadIdx.x + i * kThreads;
+        const int off = (u / (D / 16)) * C::kStride + (u % (D / 16)) * 16;
+        store_f16x16(ks + off, kr[i]);
+        store_f16x16(ks + C::kTile + off, vr[i]);
+      }
+    };
+
+    float o[D / 8][4];
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    uint4 kr[C::kLoads], vr[C::kLoads];
+    __syncthreads();                                     // q_s (stage 1) fully read into registers
+    if (n_chunks > 0) {
+      load(0, kr, vr);
+      store(0, kr, vr);
+    }
+    __syncthreads();
+    for (int c = 0; c < n_chunks; ++c) {
+      if (c + 1 < n_chunks) load(c + 1, kr, vr);         // in flight during this chunk's math
+      const int kb = c * C::kKeys;
+      if (kb < warp_end) {
+        const __half* ks = tiles + (c & 1) * 2 * C::kTile;
+        const __half* vs = ks + C::kTile;
+        // ---- S = Q K^T: 8 n-tiles of 8 keys
+        float s[C::kNT][4];
+#pragma unroll
+        for (int j = 0; j < C::kNT; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < C::kKS; ++kk) {
+#pragma unroll
+          for (int j = 0; j < C::kNT; j += 2) {
+            uint32_t bk[4];   // b0, b1 of n-tile j, then of j + 1
+            ldsm_x4(bk, ks + (j * 8 + (lane & 7) + (lane >> 4) * 8) * C::kStride + kk * 16 + ((lane >> 3) & 1) * 8);
+            mma_f16(s[j], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], bk[0], bk[1]);
+            mma_f16(s[j + 1], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], bk[2], bk[3]);
+          }
+        }
+        // ---- online softmax
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int j = 0; j < C::kNT; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int key = kb + j * 8 + 2 * t + (e & 1);
+            s[j][e] = key < lim[e >> 1] ? s[j][e] * sl2 : -INFINITY;
+            mx[e >> 1] = fmaxf(mx[e >> 1], s[j][e]);
+          }
+        float alpha[2], base[2];
+#pragma unroll
+        for (int rr = 0; rr < 2; ++rr) {
+          mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
+          mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
+          const float m_new = fmaxf(m[rr], mx[rr]);
+          base[rr] = m_new == -INFINITY ? 0.f : m_new;
+          alpha[rr] = fast_exp2(m[rr] - base[rr]);
+          m[rr] = m_new;
+          l[rr] *= alpha[rr];
+        }
+#pragma unroll
+        for (int j = 0; j < C::kNT; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            s[j][e] = fast_exp2(s[j][e] - base[e >> 1]);
+            l[e >> 1] += s[j][e];
+          }
+#pragma unroll
+        for (int j = 0; j < D / 8; ++j) {
+          o[j][0] *= alpha[0]; o[j][1] *= alpha[0];
+          o[j][2] *= alpha[1]; o[j][3] *= alpha[1];
+        }
+        // ---- O += P V: k-step kk = keys 16kk..16kk+15 = S n-tiles 2kk, 2kk+1
+#pragma unroll
+        for (int kk = 0; kk < C::kKeys / 16; ++kk) {
+          const uint32_t a0 = pack_f16x2(s[2 * kk][0], s[2 * kk][1]);
+          const uint32_t a1 = pack_f16x2(s[2 * kk][2], s[2 * kk][3]);
+          const uint32_t a2 = pack_f16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+          const uint32_t a3 = pack_f16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+          for (int j = 0; j < D / 8; j += 2) {
+            uint32_t bv[4];   // b0, b1 of channel n-tile j, then of j + 1
+            ldsm_x4_trans(bv, vs + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * C::kStride + j * 8 + (lane >> 4) * 8);
+            mma_f16(o[j], a0, a1, a2, a3, bv[0], bv[1]);
+            mma_f16(o[j + 1], a0, a1, a2, a3, bv[2], bv[3]);
+          }
+        }
+      }
+      if (c + 1 < n_chunks) store((c + 1) & 1, kr, vr);  // stage (c+1)&1 was last read in chunk c-1
+      __syncthreads();
+    }
+
+    // ---- normalize and write this warp's 16 rows
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      l[rr] += __shfl_xor_sync(0xffffffffu, l[rr], 1);
+      l[rr] += __shfl_xor_sync(0xffffffffu, l[rr], 2);
+    }
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      const int row = row0 + warp * 16 + g + rr * 8;
+      if (row >= n_rows) continue;
+      const float f = l[rr] > 0.f ? vscale / l[rr] : 0.f;
+      const int qi = row / G, hh = row - qi * G;
+      __nv_bfloat16* orow = p.out + (int64_t(q_start + qi) * p.Hq + h * G + hh) * p.DV;
+#pragma unroll
+      for (int j = 0; j < D / 8; ++j) {
+        const __nv_bfloat162 v2 = __floats2bfloat162_rn(o[j][2 * rr] * f, o[j][2 * rr + 1] * f);
+        *reinterpret_cast<__nv_bfloat162*>(orow + j * 8 + 2 * t) = v2;
+      }
+    }
+  }
+}
+
+template <int D>
+cudaError_t launch_prefill(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream) {
+  constexpr int kSmem = CfgP<D>::kSmemBytes;
+  auto kernel = fp8_attention_prefill_kernel<D>;
+  if (kSmem > 48 * 1024) {
+    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+    if (e != cudaSuccess) return e;
+  }
+  kernel<<<dim3(static_cast<unsigned>(n_ctas)), kThreads, kSmem, stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace attn
+}  // namespace k2k
