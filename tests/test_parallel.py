@@ -63,7 +63,23 @@ def test_local_experts_reproduces_moe_forward_bitwise(layer):
     assert torch.equal(out.view(torch.int16), moe_forward(layer, x).view(torch.int16))
 
 
-def test_local_experts_expert_map_drops_foreign_pairs(layer):
+def test_local_experts_expert_map_drops_foreign_pairs(layer, monkeypatch):
+    """Foreign pairs add nothing, even when the GEMM leaves their rows (past offsets[E]) as NaN,
+    which the CUDA kernel may (it never writes them)."""
+    from k2kernels import ops as ops_mod
+    from k2kernels.parallel import local as local_mod
+
+    class PoisonedOps:
+        moe_align = staticmethod(ops_mod.moe_align)
+        topk_router = staticmethod(ops_mod.topk_router)
+
+        @staticmethod
+        def moe_gemm(a, w, s, alpha, offsets, *args, **kw):
+            out = ops_mod.moe_gemm(a, w, s, alpha, offsets, *args, **kw).clone()
+            out[int(offsets[-1]):] = float("nan")
+            return out
+
+    monkeypatch.setattr(local_mod, "ops", PoisonedOps())
     x = torch.randn(6, CFG.hidden).to(torch.bfloat16)
     w, ids = par.route(layer, x)
     owner = par.ep_owner(CFG.experts, 2)

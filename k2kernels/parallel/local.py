@@ -40,7 +40,9 @@ def local_experts(weights: NVFP4MoEWeights, x: torch.Tensor, topk_w: torch.Tenso
     y = ops.moe_gemm(act, weights.w2, weights.w2_scale, weights.w2_alpha, offsets)
     inv = inverse.long()
     present = inv >= 0
-    rows = y.float()[inv.clamp_min(0)] * present.unsqueeze(-1)       # pairs not on this rank -> 0
+    # pairs not on this rank -> 0 by select, not by multiplying: rows at or past offsets[E] (the
+    # foreign pairs' slots) are never written by the moe_gemm kernel and may hold NaN
+    rows = torch.where(present.unsqueeze(-1), y.float()[inv.clamp_min(0)], 0.0)
     out = (rows.reshape(T, k, -1) * topk_w.unsqueeze(-1)).sum(1)
     return out.to(torch.bfloat16)
 
