@@ -3,8 +3,10 @@
 Tie-tolerant where the kernel's exp/sigmoid (a few ulp from torch's) can reorder near-equal scores:
 ids unique and in range, the reference's selection scores at the kernel's ids equal (sorted) those at
 the reference's ids, weights equal the reference's scores at the kernel's ids; and exact ids where
-no two of the top k+1 scores are within TIE_GAP of each other (exact ties included: equal inputs give
-equal scores on both sides, so the lower-index rule must hold exactly)."""
+no two of the top k+1 scores are within TIE_GAP of each other. An exact fp32 tie of two DIFFERENT
+inputs counts as a near-tie (E=1024, T=4097 has one: c = 1.11126709 for experts 455 and 451 of row
+1125, which a 1-ulp different sigmoid splits); the lower-index rule for equal inputs is tested exactly
+by test_kernel_all_equal_and_ties."""
 import math
 
 import pytest
@@ -78,7 +80,7 @@ def assert_router_matches(w, ids, logits, bias, k, scoring, ng, tg, renorm=True,
     if exact_ids:
         top = c.sort(-1, descending=True).values[:, : min(k + 1, E)]
         gaps = -top.diff(dim=-1) if top.shape[1] > 1 else torch.zeros(T, 0)
-        near = ((gaps > 0) & (gaps <= TIE_GAP)).any(-1)
+        near = (gaps <= TIE_GAP).any(-1)         # incl. exact fp32 ties of different inputs (H200 run 2)
         clean = ~near & ~amb
         assert (ids[clean] == ids_ref[clean]).all(), \
             f"ids differ on {(ids[clean] != ids_ref[clean]).any(-1).sum()} rows without near-ties"
