@@ -7,7 +7,9 @@
 
 namespace k2k {
 
-enum MoeScaleLayout : int { kScaleLinear = 0, kScaleSwizzled = 1 };
+// kTiled: w AND w_scale permuted by k2kernels/moe_gemm_prepare.py (contiguous 64-row x 512-K tiles).
+enum MoeScaleLayout : int { kScaleLinear = 0, kScaleSwizzled = 1, kTiled = 2 };
+constexpr int kTileN = 64, kTileK = 512;
 
 struct MoeGemmParams {
   const __nv_bfloat16* a;          // [M, K] (for act=nvfp4: the fake-quantized e2m1 x e4m3 rows)
@@ -25,10 +27,11 @@ struct MoeGemmParams {
 };
 
 // Swap-AB weight-streaming kernels (tokens on the MMA's N side, 8 * nt tokens per pass): the cp.async
-// pipelined one (nt in {1, 2, 4, 8}; moe_gemm_pipe.cuh) or, with regs = true, the first register-
-// streaming version (nt in {1, 2, 4}; moe_gemm_regs.cuh). Need K % 128 == 0, 16-byte aligned a and w,
-// 8-byte aligned w_scale. Return false (launching nothing) if the config's shared memory > smem_limit.
-bool launch_moe_gemm_stream(const MoeGemmParams& p, int nt, bool regs, int smem_limit, cudaStream_t stream);
+// pipelined one (nt in {1, 2, 4, 8}; moe_gemm_pipe.cuh; kStreamPipeAlt: other nt = 1 config) or the first register-
+// streaming version (nt in {1, 2, 4}; moe_gemm_regs.cuh; raw layouts only). Need K % 128 == 0, 16-byte
+// aligned a, w and w_scale. Return false (launching nothing) if the config's shared memory > smem_limit.
+enum MoeStreamVariant : int { kStreamPipe = 0, kStreamRegs = 1, kStreamPipeAlt = 2 };
+bool launch_moe_gemm_stream(const MoeGemmParams& p, int nt, int variant, int smem_limit, cudaStream_t stream);
 
 // Any K % 16 == 0, any alignment: one thread per output, fp32 dot product. Slow; for odd shapes only.
 void launch_moe_gemm_generic(const MoeGemmParams& p, cudaStream_t stream);

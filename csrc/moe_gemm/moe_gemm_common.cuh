@@ -20,10 +20,26 @@ template <int kLayout>
 __device__ __forceinline__ int64_t scale_index(const MoeGemmParams& p, int e, int n, int kb) {
   if constexpr (kLayout == kScaleLinear) {
     return (int64_t(e) * p.N + n) * (p.K / 16) + kb;
+  } else if constexpr (kLayout == kTiled) {    // [E][N/64][K/512][64 rows][32 bytes]
+    constexpr int kRowBytes = kTileK / 16;
+    const int64_t tile = (int64_t(e) * (p.N / kTileN) + n / kTileN) * (p.K / kTileK) + kb / kRowBytes;
+    return tile * (kTileN * kRowBytes) + (n % kTileN) * kRowBytes + kb % kRowBytes;
   } else {
     const int64_t base = int64_t(e) * p.n_pad * p.kb_pad;
     const int64_t tile = int64_t(n >> 7) * (p.kb_pad >> 2) + (kb >> 2);
     return base + tile * 512 + (n & 31) * 16 + ((n >> 5) & 3) * 4 + (kb & 3);
+  }
+}
+
+// Byte index of the packed codes of (expert e, weight row n, byte kbyte = k / 2).
+template <int kLayout>
+__device__ __forceinline__ int64_t weight_index(const MoeGemmParams& p, int e, int n, int kbyte) {
+  if constexpr (kLayout == kTiled) {           // [E][N/64][K/512][64 rows][256 bytes]
+    constexpr int kRowBytes = kTileK / 2;
+    const int64_t tile = (int64_t(e) * (p.N / kTileN) + n / kTileN) * (p.K / kTileK) + kbyte / kRowBytes;
+    return tile * (kTileN * kRowBytes) + (n % kTileN) * kRowBytes + kbyte % kRowBytes;
+  } else {
+    return (int64_t(e) * p.N + n) * (p.K / 2) + kbyte;
   }
 }
 

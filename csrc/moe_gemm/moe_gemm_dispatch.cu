@@ -7,12 +7,13 @@ bool launch_moe_gemm_pipe_nt1(const MoeGemmParams& p, int smem_limit, cudaStream
 bool launch_moe_gemm_pipe_nt2(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_pipe_nt4(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_pipe_nt8(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
+bool launch_moe_gemm_pipe_nt1b(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_regs_nt1(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_regs_nt2(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_regs_nt4(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 
-bool launch_moe_gemm_stream(const MoeGemmParams& p, int nt, bool regs, int smem_limit, cudaStream_t stream) {
-  if (regs) {
+bool launch_moe_gemm_stream(const MoeGemmParams& p, int nt, int variant, int smem_limit, cudaStream_t stream) {
+  if (variant == kStreamRegs) {
     switch (nt) {
       case 1: return launch_moe_gemm_regs_nt1(p, smem_limit, stream);
       case 2: return launch_moe_gemm_regs_nt2(p, smem_limit, stream);
@@ -20,7 +21,9 @@ bool launch_moe_gemm_stream(const MoeGemmParams& p, int nt, bool regs, int smem_
     }
   }
   switch (nt) {
-    case 1: return launch_moe_gemm_pipe_nt1(p, smem_limit, stream);
+    case 1:
+      return variant == kStreamPipeAlt ? launch_moe_gemm_pipe_nt1b(p, smem_limit, stream)
+                                       : launch_moe_gemm_pipe_nt1(p, smem_limit, stream);
     case 2: return launch_moe_gemm_pipe_nt2(p, smem_limit, stream);
     case 4: return launch_moe_gemm_pipe_nt4(p, smem_limit, stream);
     default: return launch_moe_gemm_pipe_nt8(p, smem_limit, stream);

@@ -17,13 +17,12 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_generic_kernel(const MoeGem
   const int e = moe::expert_of_row(p, r);
   float acc = 0.f;
   if (e >= 0) {
-    const uint8_t* wrow = p.w + (int64_t(e) * p.N + n) * (p.K / 2);
     const __nv_bfloat16* arow = p.a + r * p.K;
     for (int kb = 0; kb < p.K / 16; ++kb) {
       const float s = e4m3_to_float(p.w_scale[moe::scale_index<kLayout>(p, e, n, kb)]);
       float part = 0.f;
       for (int i = 0; i < 16; i += 2) {
-        const uint8_t byte = wrow[(kb * 16 + i) / 2];
+        const uint8_t byte = p.w[moe::weight_index<kLayout>(p, e, n, (kb * 16 + i) / 2)];
         part += e2m1_value(byte & 0xF) * __bfloat162float(arow[kb * 16 + i]);
         part += e2m1_value(byte >> 4) * __bfloat162float(arow[kb * 16 + i + 1]);
       }
@@ -41,6 +40,8 @@ void launch_moe_gemm_generic(const MoeGemmParams& p, cudaStream_t stream) {
   const dim3 grid((p.N + kThreads - 1) / kThreads, static_cast<unsigned>(p.M));
   if (p.scale_layout == kScaleLinear) {
     moe_gemm_generic_kernel<kScaleLinear><<<grid, kThreads, 0, stream>>>(p);
+  } else if (p.scale_layout == kTiled) {
+    moe_gemm_generic_kernel<kTiled><<<grid, kThreads, 0, stream>>>(p);
   } else {
     moe_gemm_generic_kernel<kScaleSwizzled><<<grid, kThreads, 0, stream>>>(p);
   }

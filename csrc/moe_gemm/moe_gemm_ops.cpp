@@ -4,6 +4,8 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <dlfcn.h>
 #include <torch/library.h>
 
 #include <cstdlib>
@@ -34,10 +36,15 @@ int pick_nt(int64_t M, int64_t E) {
   return 8;
 }
 
-// K2K_MOE_GEMM_KERNEL=regs selects the first (register-streaming) kernel, for comparisons.
-bool use_regs_kernel() {
+// Tuning/comparison knobs, read at launch (so at capture time under CUDA graphs):
+// K2K_MOE_GEMM_KERNEL=regs selects the first (register-streaming) kernel (raw layouts only);
+// K2K_MOE_GEMM_CFG=nt1b the alternative 8-token pipeline config.
+int stream_variant(int scale_layout) {
   const char* v = std::getenv("K2K_MOE_GEMM_KERNEL");
-  return v != nullptr && std::string(v) == "regs";
+  if (v != nullptr && std::string(v) == "regs" && scale_layout != k2k::kTiled) return k2k::kStreamRegs;
+  const char* c = std::getenv("K2K_MOE_GEMM_CFG");
+  if (c != nullptr && std::string(c) == "nt1b") return k2k::kStreamPipeAlt;
+  return k2k::kStreamPipe;
 }
 
 void check_inputs(const at::Tensor& a, const at::Tensor& w, const at::Tensor& w_scale, const at::Tensor& w_alpha,
@@ -48,8 +55,10 @@ void check_inputs(const at::Tensor& a, const at::Tensor& w, const at::Tensor& w_
   const int64_t K = a.size(1), E = w.size(0), N = w.size(1);
   TORCH_CHECK_VALUE(K % 16 == 0 && w.size(2) * 2 == K, "k2kernels.moe_gemm: w must be uint8 [E, N, K/2] with K = a.shape[1] = ",
                     K, " (a multiple of 16); got w ", w.sizes());
-  TORCH_CHECK_VALUE(scale_layout == "linear" || scale_layout == "swizzled",
-                    "k2kernels.moe_gemm: scale_layout must be one of ('linear', 'swizzled'); got '", scale_layout, "'");
+  TORCH_CHECK_VALUE(scale_layout == "linear" || scale_layout == "swizzled" || scale_layout == "tiled",
+                    "k2kernels.moe_gemm: scale_layout must be one of ('linear', 'swizzled', 'tiled'); got '", scale_layout, "'");
+  TORCH_CHECK_VALUE(scale_layout != "tiled" || (N % 64 == 0 && K % 512 == 0),
+                    "k2kernels.moe_gemm: scale_layout='tiled' needs N % 64 == 0 and K % 512 == 0; got N=", N, ", K=", K);
   const bool swz = scale_layout == "swizzled";
   const int64_t s1 = swz ? round_up(N, 128) : N, s2 = swz ? round_up(K / 16, 4) : K / 16;
   const std::string want = "float8_e4m3fn [" + std::to_string(E) + ", " + std::to_string(s1) + ", " + std::to_string(s2) +
@@ -82,12 +91,32 @@ void check_inputs(const at::Tensor& a, const at::Tensor& w, const at::Tensor& w_
                     "k2kernels.moe_gemm: M, N and K must each be < 2^31; got ", a.sizes(), " and w ", w.sizes());
 }
 
+// act="nvfp4" on SM12x: the native CUTLASS W4A4 kernel (family cutlass_sm120, op moe_gemm_w4a4_sm120,
+// same semantics with swizzled scales) when its library is loaded. The library is detected by its
+// exported SMEM-budget table, not by "the op has a CUDA kernel": the Python registry gives ops without
+// a built kernel a reference fallback on CUDA, which would sync and break graph capture.
+std::optional<at::Tensor> try_sm120_w4a4(const at::Tensor& a, const at::Tensor& w, const at::Tensor& w_scale,
+                                         const at::Tensor& w_alpha, const at::Tensor& offsets, const at::Tensor& a_scale) {
+  int major = 0;
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, a.get_device());
+  if (major != 12 || dlsym(RTLD_DEFAULT, "k2k_smem_budgets_cutlass_sm120") == nullptr) return std::nullopt;
+  auto handle = c10::Dispatcher::singleton().findSchema({"k2kernels::moe_gemm_w4a4_sm120", ""});
+  if (!handle.has_value() || !handle->hasKernelForDispatchKey(c10::DispatchKey::CUDA)) return std::nullopt;
+  return handle
+      ->typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                         const at::Tensor&, c10::string_view)>()
+      .call(a, w, w_scale, w_alpha, offsets, a_scale, "auto");
+}
+
 at::Tensor moe_gemm_cuda(const at::Tensor& a, const at::Tensor& w, const at::Tensor& w_scale, const at::Tensor& w_alpha,
                          const at::Tensor& expert_offsets, c10::string_view act_sv, const std::optional<at::Tensor>& a_scale,
                          c10::string_view layout_sv) {
   const std::string act(act_sv), scale_layout(layout_sv);
   check_inputs(a, w, w_scale, w_alpha, expert_offsets, act, a_scale, scale_layout);
   const c10::cuda::CUDAGuard guard(a.device());
+  if (act == "nvfp4" && scale_layout == "swizzled") {
+    if (auto native = try_sm120_w4a4(a, w, w_scale, w_alpha, expert_offsets, *a_scale)) return *native;
+  }
   const int64_t M = a.size(0), K = a.size(1), E = w.size(0), N = w.size(1);
   auto out = at::empty({M, N}, a.options());
   if (M == 0 || N == 0) return out;
@@ -116,19 +145,19 @@ at::Tensor moe_gemm_cuda(const at::Tensor& a, const at::Tensor& w, const at::Ten
   p.N = static_cast<int>(N);
   p.K = static_cast<int>(K);
   p.E = static_cast<int>(E);
-  p.scale_layout = scale_layout == "swizzled" ? k2k::kScaleSwizzled : k2k::kScaleLinear;
+  p.scale_layout = scale_layout == "swizzled" ? k2k::kScaleSwizzled : (scale_layout == "tiled" ? k2k::kTiled : k2k::kScaleLinear);
   p.n_pad = static_cast<int>(w_scale.size(1));
   p.kb_pad = static_cast<int>(w_scale.size(2));
 
-  // The streaming kernel reads 16-byte vectors of a and w and 8-byte scale groups.
-  const bool fast = K % 128 == 0 && aligned(p.a, 16) && aligned(p.w, 16) && aligned(p.w_scale, 8);
+  // The streaming kernel reads 16-byte vectors of a and w and 8-byte (tiled: 16-byte) scale groups.
+  const bool fast = K % 128 == 0 && aligned(p.a, 16) && aligned(p.w, 16) && aligned(p.w_scale, 16);
   bool launched = false;
   if (fast) {
     const int limit = k2k::smem_optin_limit(a.get_device());
-    const bool regs = use_regs_kernel();
+    const int variant = stream_variant(p.scale_layout);
     int nt = pick_nt(M, E);
-    if (regs && nt > 4) nt = 4;
-    for (; nt >= 1 && !launched; nt /= 2) launched = k2k::launch_moe_gemm_stream(p, nt, regs, limit, stream);
+    if (variant == k2k::kStreamRegs && nt > 4) nt = 4;
+    for (; nt >= 1 && !launched; nt /= 2) launched = k2k::launch_moe_gemm_stream(p, nt, variant, limit, stream);
   }
   if (!launched) k2k::launch_moe_gemm_generic(p, stream);
   C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -87,12 +87,13 @@ moe_gemm_pipe_kernel(const MoeGemmParams p) {
         const int n = min(n_cta + r, p.N - 1);
         const int k = s * kStepK + c * 32;
         const bool valid = k < p.K;
-        const uint8_t* src = p.w + (int64_t(expert) * p.N + n) * (p.K / 2) + (valid ? k / 2 : 0);
+        const uint8_t* src = p.w + weight_index<kLayout>(p, expert, n, valid ? k / 2 : 0);
         cp_async_16(st + (r * Cfg::kCpr + weight_chunk_swizzle<Cfg::kCpr>(r, c)) * 16, src, valid ? 16 : 0);
       }
-      // scales: kPipeRows x kSb bytes, row-major (8-byte pieces linear, 4-byte groups swizzled)
+      // scales: kPipeRows x kSb bytes, row-major (8-byte pieces linear, 4-byte groups swizzled,
+      // 16 bytes tiled)
       uint8_t* ss = st + Cfg::kWeightBytes;
-      constexpr int kPiece = kLayout == kScaleLinear ? 8 : 4;
+      constexpr int kPiece = kLayout == kScaleLinear ? 8 : (kLayout == kTiled ? (Cfg::kSb < 16 ? Cfg::kSb : 16) : 4);
       constexpr int kPieces = Cfg::kSb / kPiece;
 #pragma unroll
       for (int i = tid; i < kPipeRows * kPieces; i += kPipeThreads) {
@@ -101,7 +102,8 @@ moe_gemm_pipe_kernel(const MoeGemmParams p) {
         const int kb = s * Cfg::kSb + j * kPiece;
         const bool valid = kb < kblocks;
         const uint8_t* src = p.w_scale + scale_index<kLayout>(p, expert, n, valid ? kb : 0);
-        cp_async_small<kPiece>(ss + r * Cfg::kSb + j * kPiece, src, valid ? kPiece : 0);
+        if constexpr (kPiece == 16) cp_async_16(ss + r * Cfg::kSb + j * kPiece, src, valid ? kPiece : 0);
+        else cp_async_small<kPiece>(ss + r * Cfg::kSb + j * kPiece, src, valid ? kPiece : 0);
       }
       // activations: kTokens x (kStepK / 8) chunks in fragment order
       uint8_t* sa = ss + Cfg::kScaleBytes;
@@ -117,9 +119,14 @@ moe_gemm_pipe_kernel(const MoeGemmParams p) {
       }
     };
 
-    float acc[kNT][4];
+    // Two accumulator sets for small kNT: the two MMAs of a word then do not wait on each other
+    // (mma.sync latency would otherwise serialize the whole K loop of a warp).
+    constexpr int kSets = kNT <= 2 ? 2 : 1;
+    float acc[kSets][kNT][4];
 #pragma unroll
-    for (int t = 0; t < kNT; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.f;
+    for (int u = 0; u < kSets; ++u)
+#pragma unroll
+      for (int t = 0; t < kNT; ++t) acc[u][t][0] = acc[u][t][1] = acc[u][t][2] = acc[u][t][3] = 0.f;
 
 #pragma unroll
     for (int s = 0; s < kStages - 1; ++s) {
@@ -172,10 +179,16 @@ moe_gemm_pipe_kernel(const MoeGemmParams p) {
           const uint4 x = act[(t * Cfg::kWpt + wd) * 32];
           const uint32_t b0 = __byte_perm(x.x, x.z, 0x5410), b1 = __byte_perm(x.x, x.z, 0x7632);
           const uint32_t b2 = __byte_perm(x.y, x.w, 0x5410), b3 = __byte_perm(x.y, x.w, 0x7632);
-          mma_bf16_16816(acc[t], ra[0], rb[0], ra[1], rb[1], b0, b1);
-          mma_bf16_16816(acc[t], ra[2], rb[2], ra[3], rb[3], b2, b3);
+          mma_bf16_16816(acc[0][t], ra[0], rb[0], ra[1], rb[1], b0, b1);
+          mma_bf16_16816(acc[kSets - 1][t], ra[2], rb[2], ra[3], rb[3], b2, b3);
         }
       }
+    }
+    if constexpr (kSets == 2) {
+#pragma unroll
+      for (int t = 0; t < kNT; ++t)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[0][t][i] += acc[1][t][i];
     }
     cp_async_wait<0>();
     __syncthreads();                           // the next token group refills every stage
@@ -189,8 +202,8 @@ moe_gemm_pipe_kernel(const MoeGemmParams p) {
         const int tok = tg + t * 8 + 2 * q + h;
         if (tok >= count) continue;
         __nv_bfloat16* orow = p.out + (row0 + tok) * p.N;
-        if (nA < p.N) orow[nA] = __float2bfloat16(acc[t][h] * alpha);
-        if (nB < p.N) orow[nB] = __float2bfloat16(acc[t][2 + h] * alpha);
+        if (nA < p.N) orow[nA] = __float2bfloat16(acc[0][t][h] * alpha);
+        if (nB < p.N) orow[nB] = __float2bfloat16(acc[0][t][2 + h] * alpha);
       }
     }
   }
@@ -205,6 +218,10 @@ bool launch_pipe(const MoeGemmParams& p, int smem_limit, cudaStream_t stream) {
   const dim3 grid((p.N + kPipeRows - 1) / kPipeRows, slots);
   if (p.scale_layout == kScaleLinear) {
     auto* k = moe_gemm_pipe_kernel<kNT, kStepK, kStages, kScaleLinear>;
+    cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    k<<<grid, kPipeThreads, smem, stream>>>(p);
+  } else if (p.scale_layout == kTiled) {
+    auto* k = moe_gemm_pipe_kernel<kNT, kStepK, kStages, kTiled>;
     cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     k<<<grid, kPipeThreads, smem, stream>>>(p);
   } else {

@@ -5,7 +5,6 @@
 namespace k2k {
 using Cfg1 = moe::PipeCfg<1, 512, 3>;
 K2K_SMEM_BUDGET(moe_gemm_pipe_nt1, Cfg1::kSmemBytes + moe::kPipeStaticSmemReserve);
-int moe_gemm_pipe_nt1_smem() { return Cfg1::kSmemBytes + moe::kPipeStaticSmemReserve; }
 bool launch_moe_gemm_pipe_nt1(const MoeGemmParams& p, int smem_limit, cudaStream_t stream) {
   return moe::launch_pipe<1, 512, 3>(p, smem_limit - moe::kPipeStaticSmemReserve, stream);
 }

@@ -5,7 +5,6 @@
 namespace k2k {
 using Cfg8 = moe::PipeCfg<8, 128, 4>;
 K2K_SMEM_BUDGET(moe_gemm_pipe_nt8, Cfg8::kSmemBytes + moe::kPipeStaticSmemReserve);
-int moe_gemm_pipe_nt8_smem() { return Cfg8::kSmemBytes + moe::kPipeStaticSmemReserve; }
 bool launch_moe_gemm_pipe_nt8(const MoeGemmParams& p, int smem_limit, cudaStream_t stream) {
   return moe::launch_pipe<8, 128, 4>(p, smem_limit - moe::kPipeStaticSmemReserve, stream);
 }

@@ -9,11 +9,11 @@ from .._checks import check_same_device, check_scale, check_tensor, fail
 
 OP = "moe_gemm"
 ACTS = ("bf16", "nvfp4")
-SCALE_LAYOUTS = ("linear", "swizzled")
+SCALE_LAYOUTS = ("linear", "swizzled", "tiled")   # tiled: w AND w_scale from moe_gemm_prepare
 
 
 def w_scale_shape(E: int, N: int, K: int, scale_layout: str) -> tuple[int, int, int]:
-    if scale_layout == "linear":
+    if scale_layout in ("linear", "tiled"):
         return (E, N, K // nvfp4.BLOCK)
     return (E, *nvfp4.swizzled_scale_shape(N, K // nvfp4.BLOCK))
 
@@ -27,6 +27,8 @@ def check_moe_gemm(a, w, w_scale, w_alpha, expert_offsets, act, a_scale, scale_l
         fail(OP, f"w must be uint8 [E, N, K/2] with K = a.shape[1] = {K} (a multiple of 16); got w {list(w.shape)}")
     if scale_layout not in SCALE_LAYOUTS:
         fail(OP, f"scale_layout must be one of {SCALE_LAYOUTS}; got {scale_layout!r}")
+    if scale_layout == "tiled" and (N % 64 or K % 512):
+        fail(OP, f"scale_layout='tiled' needs N % 64 == 0 and K % 512 == 0; got N={N}, K={K}")
     want = w_scale_shape(E, N, K, scale_layout)
     check_tensor(OP, "w_scale", w_scale, dtypes=(torch.float8_e4m3fn,), dim=3,
                  expected=f"float8_e4m3fn {list(want)} ({scale_layout})")
@@ -57,6 +59,9 @@ def moe_gemm(a, w, w_scale, w_alpha, expert_offsets, act="bf16", a_scale=None, s
         fail(OP, f"expert_offsets must start at 0, be non-decreasing and end <= M = {M}")
     if scale_layout == "swizzled":
         w_scale = nvfp4.unswizzle_scales(w_scale, N, K // nvfp4.BLOCK)
+    elif scale_layout == "tiled":
+        from ..moe_gemm_prepare import untile_codes, untile_scales
+        w, w_scale = untile_codes(w), untile_scales(w_scale)
     out = torch.zeros(M, N, dtype=torch.float32, device=a.device)
     for e in range(E):
         r0, r1 = offsets[e], offsets[e + 1]
