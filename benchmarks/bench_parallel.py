@@ -15,10 +15,12 @@ Per token count T (per rank; TP ranks all see the same T tokens, EP ranks T toke
 as the MAX over ranks of each rank's median:
   - single: moe_forward on the whole layer on one GPU (the peer, same process, rank 0's GPU);
   - tp:     tp_moe_forward (bf16 all-reduce), CUDA-graph replay for T <= 64;
-  - ep:     ep_moe_forward mode='exact' (one host sync: eager) and mode='padded' (graph for T <= 64);
+  - ep:     ep_moe_forward mode='exact' (one host sync: eager) and mode='padded' (graph for T <= 64),
+            each without and with dedup (one row per (token, owner) instead of per pair);
   - comm:   the collectives alone with the same sizes (all-reduce of [T, H] bf16; the two
             all-to-alls of the EP dispatch), and their share of the forward's time;
-  - bytes/token each rank sends (TP: ring all-reduce 2(W-1)/W * H * 2 B; EP: measured rows);
+  - bytes/token (TP: ring all-reduce 2(W-1)/W * H * 2 B; EP: rows this rank dispatches, counting
+    rows that stay on the rank, x (dispatch + return) bytes per row; max over ranks);
   - weight-bytes floor: this rank's distinct active experts' NVFP4 bytes / 4.2 TB/s.
 L2 is flushed before every timed call by reading a 256 MB buffer. Timings are CUDA events around
 the call after a barrier; medians of --iters.
@@ -175,7 +177,6 @@ def main():
         if ep_layer is not None:
             stats = {}
             par.ep_moe_forward(ep_layer, x_mine, stats=stats)
-            sent = stats["dispatch_rows"]
             ep_exact = max_over_ranks(bench.median_us(lambda: par.ep_moe_forward(ep_layer, x_mine)), device)
             cap = T * k
             ep_pad = max_over_ranks(bench.median_us(
@@ -196,13 +197,24 @@ def main():
             ids = torch.unique(par.route(layer, torch.cat(allx))[1].long())
             mine = int((ep_layer.owner[ids] == rank).sum())
             floor_ep = max_over_ranks(mine * expert_bytes(cfg) / HBM_BPS * 1e6, device)
-            rows.append((f"ep{world} exact", T, ep_exact, None, sent * (2 * H + 2) * 2 / max(T, 1), floor_ep))
+            rows.append((f"ep{world} exact", T, ep_exact, None, max_over_ranks(stats["dispatch_bytes"] / max(T, 1), device), floor_ep))
             rows.append((f"ep{world} padded", T, ep_pad, comm, world * cap * (2 * H + 2) * 2 / max(T, 1), floor_ep))
+            # dedup: one row per (token, owner rank)
+            dstats = {}
+            par.ep_moe_forward(ep_layer, x_mine, dedup=True, stats=dstats)
+            ep_dd = max_over_ranks(bench.median_us(lambda: par.ep_moe_forward(ep_layer, x_mine, dedup=True)), device)
+            ep_dd_pad = max_over_ranks(bench.median_us(
+                lambda: par.ep_moe_forward(ep_layer, x_mine, mode="padded", capacity=T, dedup=True),
+                graph=small), device)
+            dd_bytes = max_over_ranks(dstats["dispatch_bytes"] / max(T, 1), device)
+            rows.append((f"ep{world} dedup exact", T, ep_dd, None, dd_bytes, floor_ep))
+            rows.append((f"ep{world} dedup padded", T, ep_dd_pad, None,
+                         world * T * (2 * H + 4 * k) * 2 / max(T, 1), floor_ep))
     if rank == 0:
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (gloo smoke test)"
         head = (f"\n### k2kernels.parallel, preset {args.preset}, world {world}, {name}, "
                 f"torch {torch.__version__}\n\n"
-                "| config | T/rank | µs (max over ranks of median) | comm µs | comm share | bytes sent/token/rank | weight floor µs | floor % |\n"
+                "| config | T/rank | µs (max over ranks of median) | comm µs | comm share | bytes moved/token/rank | weight floor µs | floor % |\n"
                 "|---|---|---|---|---|---|---|---|\n")
         lines = []
         for cfg_name, T, us, comm, bpt, floor in rows:

@@ -306,6 +306,14 @@ def _worker(rank, world, port, backend, layer, x_tp, x_ep, out_dir, compile_chec
             res[f"ep_exact_{name}"] = par.ep_moe_forward(ep, xe, stats=stats)
             res[f"ep_padded_{name}"] = par.ep_moe_forward(ep, xe, mode="padded", capacity=cap)
             res[f"stats_{name}"] = stats
+            dstats = {}
+            res[f"ep_dedup_exact_{name}"] = par.ep_moe_forward(ep, xe, dedup=True, stats=dstats)
+            res[f"ep_dedup_padded_{name}"] = par.ep_moe_forward(ep, xe, mode="padded", dedup=True,
+                                                                 capacity=cap // layer.cfg.top_k)
+            res[f"dstats_{name}"] = dstats
+            # the rows a deduplicating dispatch must send: distinct owners of each token's slots
+            own = ep.owner[par.route(ep, xe)[1].long()]
+            res[f"distinct_{name}"] = sum(len(set(r)) for r in own.tolist())
         if compile_check:
             # fullgraph: no graph break, no host sync in TP and in EP 'padded' (aot_eager: the CI has
             # no time for inductor's C++ builds; inductor was checked by hand, bit-equal too)
@@ -359,6 +367,14 @@ def _check_distributed(tmp_path, layer, world, backend="gloo", compile_check=Fal
                 err = _rel_fro(out, ref_ep[r])
                 assert err <= PARALLEL_EP_REL_FRO, f"{key} rank {r}: relative error {err:.3e}"
         assert res[r]["stats_default"]["dispatch_rows"] == EP_TOKENS[world][r] * CFG.top_k
+        for name in ("default", "scattered"):
+            assert res[r][f"dstats_{name}"]["dispatch_rows"] == res[r][f"distinct_{name}"]
+            for key in (f"ep_dedup_exact_{name}", f"ep_dedup_padded_{name}"):
+                assert res[r][key].shape == ref_ep[r].shape, key
+                if ref_ep[r].numel():
+                    _assert_tp_close(res[r][key], ref_ep[r])      # bf16 partial per owner: TP-like rounding
+            if backend == "gloo":    # same partials, same order: the two dispatch modes agree exactly
+                assert torch.equal(res[r][f"ep_dedup_exact_{name}"], res[r][f"ep_dedup_padded_{name}"])
         if backend == "nccl":
             _assert_tp_close(res[r]["tp_graph"], ref_tp)
             assert torch.equal(res[r]["ep_graph"], res[r]["ep_padded_scattered"]), "graph replay EP != eager"
