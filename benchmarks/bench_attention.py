@@ -5,7 +5,8 @@ flushed by READING a 256 MB buffer (a write would leave dirty lines that slow th
 Decode: KV bytes = the FP8 K/V bytes the op must read (B * ctx * Hkv * (D + DV)); % of 4.2 TB/s.
 Prefill: causal FLOPs = 2 * (D + DV) * Hq * sum over queries of visible keys; TFLOP/s vs 767 (BF16 dense).
 
-  python3 benchmarks/bench_attention.py [--quick] [--json out.json]
+  python3 benchmarks/bench_attention.py [--quick] [--sweep] [--json out.json]
+Rows marked rows8 / prefill-layout time the opt-in layouts (K2K_ATTN_ROWS8=1, K2K_ATTN_PREFILL=1).
 """
 from __future__ import annotations
 
@@ -174,11 +175,17 @@ def main():
     if not args.quick:
         bench_prefill(timer, 8192, 64, 8, 128, 16, rows, gen)
         print(rows[-1], flush=True)
-        os.environ["K2K_ATTN_PREFILL"] = "0"                # the 16-row fallback layout, for reference
+        os.environ["K2K_ATTN_PREFILL"] = "1"                # opt-in FA2 prefill layout
         bench_prefill(timer, 8192, 64, 8, 128, 16, rows, gen)
-        rows[-1]["case"] += " rows16"
+        rows[-1]["case"] += " prefill-layout"
         print(rows[-1], flush=True)
         os.environ.pop("K2K_ATTN_PREFILL")
+        os.environ["K2K_ATTN_ROWS8"] = "1"                  # opt-in rows8 decode layout (group <= 8)
+        for B, ctx in ((1, 8192), (8, 8192), (32, 8192), (32, 32768)):
+            bench_decode(timer, B, ctx, 64, 8, 128, 128, False, 16, rows, gen, peer=False)
+            rows[-1]["case"] += " rows8"
+            print(rows[-1], flush=True)
+        os.environ.pop("K2K_ATTN_ROWS8")
     print()
     print(f"{'case':58s} {'us':>9s} {'TB/s':>6s} {'%4.2':>6s} {'TFLOP/s':>8s} {'SDPA us':>9s} {'x SDPA':>7s}  backend")
     for r in rows:

@@ -128,9 +128,9 @@ def run_and_check(args, causal=True, max_q_len=-1):
 
 
 # ---------------------------------------------------------------- GPU: decode
-# Kernel layouts (docs/attention.md): "auto" = what the launcher picks (rows8 for decode with group <= 8,
-# the 64-row prefill layout for q_len > 1 at D = D_v in {64, 128}, else 16-row tiles); the others force one.
-LAYOUTS = {"auto": {}, "rows16": {"K2K_ATTN_ROWS8": "0", "K2K_ATTN_PREFILL": "0"}, "rows8": {"K2K_ATTN_ROWS8": "1"}}
+# Kernel layouts (docs/attention.md): "auto" = the launcher's default (16-row tiles); "rows8" (decode
+# layout for group <= 8) and "prefill" (64-row FA2 layout, q_len > 1, D = D_v in {64, 128}) are opt-in.
+LAYOUTS = {"auto": {}, "rows8": {"K2K_ATTN_ROWS8": "1"}, "prefill": {"K2K_ATTN_PREFILL": "1"}}
 
 
 def set_layout(monkeypatch, layout):
@@ -141,7 +141,7 @@ def set_layout(monkeypatch, layout):
 @gpu
 @pytest.mark.parametrize("name,Hq,Hkv,D,DV,latent,page", SHAPES, ids=[s[0] for s in SHAPES])
 @pytest.mark.parametrize("per_head", [False, True], ids=["scale_tensor", "scale_head"])
-@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8"])
+@pytest.mark.parametrize("layout", ["auto", "rows8"])
 def test_decode_ragged(monkeypatch, name, Hq, Hkv, D, DV, latent, page, per_head, layout):
     set_layout(monkeypatch, layout)
     seq_lens = [1, 17, page * 3 + 5, 300, 1000]            # seq_len 1, lengths off the page grid
@@ -150,7 +150,7 @@ def test_decode_ragged(monkeypatch, name, Hq, Hkv, D, DV, latent, page, per_head
 
 
 @gpu
-@pytest.mark.parametrize("layout", ["rows16", "rows8"])
+@pytest.mark.parametrize("layout", ["auto", "rows8"])
 def test_decode_small(monkeypatch, layout):
     """Small case for compute-sanitizer (-k small)."""
     set_layout(monkeypatch, layout)
@@ -166,7 +166,7 @@ def test_decode_small_latent():
 
 @gpu
 @pytest.mark.parametrize("splits", ["1", "3", "37"])
-@pytest.mark.parametrize("layout", ["rows16", "rows8"])
+@pytest.mark.parametrize("layout", ["auto", "rows8"])
 def test_decode_forced_splits(monkeypatch, splits, layout):
     """Both paths: direct write (1 split) and split + merge, including more splits than chunks."""
     set_layout(monkeypatch, layout)
@@ -201,7 +201,7 @@ PREFILL = [
 @gpu
 @pytest.mark.parametrize("name,Hq,Hkv,D,DV,latent,page", PREFILL, ids=[s[0] for s in PREFILL])
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])
-@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8"])
+@pytest.mark.parametrize("layout", ["auto", "rows8", "prefill"])
 def test_prefill_chunked(monkeypatch, name, Hq, Hkv, D, DV, latent, page, causal, layout):
     set_layout(monkeypatch, layout)
     q_lens = [1, 37, 130, 5]
@@ -211,7 +211,7 @@ def test_prefill_chunked(monkeypatch, name, Hq, Hkv, D, DV, latent, page, causal
 
 
 @gpu
-@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8"])
+@pytest.mark.parametrize("layout", ["auto", "rows8", "prefill"])
 def test_prefill_hint_too_small_and_unknown(monkeypatch, layout):
     """The grid is sized from max_q_len (or Tq == B -> 1); rows beyond it must still be computed."""
     set_layout(monkeypatch, layout)
@@ -222,7 +222,7 @@ def test_prefill_hint_too_small_and_unknown(monkeypatch, layout):
 
 
 @gpu
-@pytest.mark.parametrize("layout", ["auto", "rows16"])
+@pytest.mark.parametrize("layout", ["auto", "prefill"])
 def test_prefill_long(monkeypatch, layout):
     set_layout(monkeypatch, layout)
     args = make_case([1024], [1500], 32, 4, 128, 128, False, 64)
@@ -230,7 +230,7 @@ def test_prefill_long(monkeypatch, layout):
 
 
 @gpu
-@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8"])
+@pytest.mark.parametrize("layout", ["auto", "rows8", "prefill"])
 def test_prefill_hint_underestimates(monkeypatch, layout):
     """max_q_len = 2 but a q_len of 20 (160 rows > one 64-row prefill tile): the CTAs loop over tiles."""
     set_layout(monkeypatch, layout)

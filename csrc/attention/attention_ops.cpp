@@ -168,14 +168,14 @@ at::Tensor fp8_kv_attention_cuda(const at::Tensor& q, const at::Tensor& k_cache,
   // Rows per (sequence, KV head) = q_len * group; the grid covers the host's estimate of the largest
   // q_len (the hint, else 1 when Tq == B, else Tq) and the kernel loops over any rows beyond it.
   const int64_t q_est = max_q_len > 0 ? std::min(max_q_len, Tq) : (Tq == B ? 1 : Tq);
-  // Decode with a group <= 8 uses the rows8 layout (keys in the MMA M dimension, no padded heads);
-  // K2K_ATTN_ROWS8=0/1 forces a layout (tests run both).
-  p.rows8 = (q_est == 1 && p.group <= 8) ? 1 : 0;
+  // Default: the 16-row layout (GPU-tested). Opt-in layouts, compiled for sm_90a/sm_120a but NOT yet
+  // run on a GPU (docs/attention.md): K2K_ATTN_ROWS8=1 (decode with group <= 8: keys in the MMA M
+  // dimension) and K2K_ATTN_PREFILL=1 (q_len > 1, D = D_v in {64, 128}: 64-row CTAs, K/V in smem).
+  p.rows8 = 0;
   if (const char* env = std::getenv("K2K_ATTN_ROWS8")) p.rows8 = std::atoi(env) ? 1 : 0;
-  // Prefill (q_len > 1, D = D_v in {64, 128}): 64-row CTAs sharing converted K/V tiles, no splits.
-  // K2K_ATTN_PREFILL=0 falls back to the 16-row tiles (tests run both).
-  p.prefill = (!p.rows8 && q_est > 1 && k2k::fp8_attention_prefill_supported(int(D), int(DV))) ? 1 : 0;
-  if (const char* env = std::getenv("K2K_ATTN_PREFILL")) p.prefill = p.prefill && std::atoi(env) != 0;
+  p.prefill = 0;
+  if (const char* env = std::getenv("K2K_ATTN_PREFILL"))
+    p.prefill = (std::atoi(env) != 0 && !p.rows8 && q_est > 1 && k2k::fp8_attention_prefill_supported(int(D), int(DV))) ? 1 : 0;
   const int rows_per_tile = p.prefill ? 64 : p.rows8 ? 8 : 16;
   p.row_tiles = int(std::max<int64_t>(1, (q_est * p.group + rows_per_tile - 1) / rows_per_tile));
   const int dvc = k2k::fp8_attention_dv_chunk(int(D), int(DV));

@@ -29,7 +29,7 @@ struct Fp8AttnParams {
   int causal;
   int prefill;                   // 1: prefill layout (64-row CTAs, K/V converted once into shared memory)
   int rows8;                     // 1: decode layout for group <= 8 (8-row tiles, keys in the MMA M dimension)
-  int row_tiles;                 // grid tiles of 16 (8 if rows8) rows per (sequence, KV head); CTAs loop past it
+  int row_tiles;                 // grid tiles of 16 rows (8 rows8, 64 prefill) per (sequence, KV head); CTAs loop past it
   int num_splits;                // key-range splits (flash-decoding); 1 = write out directly
   int dv_chunks;                 // output-channel chunks (DV / DVC) computed by separate CTAs
 };

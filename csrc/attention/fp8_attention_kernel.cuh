@@ -1,4 +1,5 @@
-// Paged FP8-KV attention, 16-row-tile layout + the helpers all layouts share (docs/attention.md).
+// Paged FP8-KV attention: the 16-row-tile layout (the default, GPU-tested kernel) and the helpers all
+// layouts share (docs/attention.md has the derivation).
 //
 // Work unit (one CTA): 16 "rows" = (query token, query head) pairs of ONE sequence and ONE KV head
 // (GQA packing: row r -> token r / group, head r % group), one key-range split, one chunk of DVC
@@ -7,9 +8,8 @@
 // splits > 1 are merged by fp8_attention_merge.cu. So in decode every K/V byte of a KV head is read
 // once for all heads of its group (when group <= 16; more rows -> more CTAs over the same keys, from L2).
 //
-// Tensor cores (mma.sync m16n8k16 f16 -> f32, sm_80+ incl. SM120): FP8 K and V -> f16 is exact (one
-// hardware cvt per pair), Q -> f16 is exact in its normal range, P in [0,1] is rounded to f16;
-// fp32 accumulation and softmax.
+// Tensor cores (mma.sync m16n8k16, sm_80+ incl. SM120): S = Q K^T in BF16 (FP8 K -> BF16 is exact),
+// O += P V in FP16 (FP8 V -> FP16 is exact, P in [0,1]); fp32 accumulation and softmax.
 // K/V go global -> registers directly (no shared-memory staging): each thread loads 16 contiguous
 // K bytes of one key, because the QK reduction order is free: logical MMA k-index {2t,2t+1,2t+8,2t+9}
 // of k-step s maps to physical channel t*16 + s*4 + {0,1,2,3} for BOTH operands (Q is read from
@@ -40,7 +40,7 @@ struct Cfg {
   static constexpr int kKPre = kBlocks < 4 ? kBlocks : (D > 256 ? 2 : 4);  // K blocks kept in flight
   static constexpr int W = DVC / 8;                   // V bytes per thread per key (one per n-tile)
   static constexpr int kVWords = W / 4;
-  static constexpr int kQStride = D + 8;              // f16 per Q row in smem; +16 B avoids bank conflicts
+  static constexpr int kQStride = D + 8;              // bf16 per Q row in smem; +16 B avoids bank conflicts
   static constexpr int kQBytes = kRows * kQStride * 2;
   static constexpr int kOBytes = (kWarps - 1) * kRows * DVC * 4;   // O of warps 1.. for the merge
   static constexpr int kMainBytes = kQBytes > kOBytes ? kQBytes : kOBytes;
@@ -49,6 +49,13 @@ struct Cfg {
   static constexpr bool kPipelined = kKPre == kBlocks && D <= 128;
 };
 
+__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
 __device__ __forceinline__ void mma_f16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                         uint32_t b0, uint32_t b1) {
   asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
@@ -56,10 +63,21 @@ __device__ __forceinline__ void mma_f16(float (&c)[4], uint32_t a0, uint32_t a1,
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// bf16x2 -> f16x2 for Q. Exact for 2^-17 <= |q| <= 65504 (bf16 has 8 significant bits, f16 11);
-// larger |q| is clamped to +-65504 (no model produces such queries), smaller ones lose < 2^-25.
-// With Q in f16, S = Q K^T runs as an f16 MMA on K converted by the hardware e4m3x2 -> f16x2 cvt
-// (exact), the cheapest FP8 expansion there is: the product equals the bf16 one bit for bit.
+// Two e4m3 bytes (bits 8..15 and 24..31 of u, others zero) -> bf16x2 holding the exact values.
+// Moving sign and exponent/mantissa into bf16 position gives x * 2^-120 (normal and subnormal alike,
+// zero stays zero); one bf16x2 multiply by 2^120 (exact: a power of two, result <= 448) undoes it,
+// so the tensor core never sees a bf16 subnormal.
+__device__ __forceinline__ uint32_t e4m3_pair_to_bf16x2(uint32_t u) {
+  const uint32_t bits = (u & 0x80008000u) | ((u >> 4) & 0x07F007F0u);
+  uint32_t r;
+  asm("mul.rn.bf16x2 %0, %1, %2;\n" : "=r"(r) : "r"(bits), "r"(0x7B807B80u));
+  return r;
+}
+
+// bf16x2 -> f16x2 for Q in the rows8 / prefill layouts. Exact for 2^-17 <= |q| <= 65504 (bf16 has 8
+// significant bits, f16 11); larger |q| is clamped to +-65504 (no model produces such queries),
+// smaller ones lose < 2^-25. With Q in f16, S = Q K^T runs as an f16 MMA on K expanded by the hardware
+// e4m3x2 -> f16x2 cvt (exact, 1 instruction per pair instead of ~5 for the bf16 route above).
 __device__ __forceinline__ uint32_t bf16x2_to_f16x2_clamped(uint32_t w) {
   const float lo = fminf(fmaxf(__uint_as_float(w << 16), -65504.f), 65504.f);
   const float hi = fminf(fmaxf(__uint_as_float(w & 0xFFFF0000u), -65504.f), 65504.f);
@@ -187,20 +205,20 @@ __device__ __forceinline__ void load_chunk(const Ctx<D, DVC>& x, int c, ChunkReg
 
 // S = Q K^T for chunk c, online softmax, O += P V.
 template <int D, int DVC>
-__device__ __forceinline__ void compute_chunk(const Ctx<D, DVC>& x, const __half* q_s, int c,
+__device__ __forceinline__ void compute_chunk(const Ctx<D, DVC>& x, const __nv_bfloat16* q_s, int c,
                                               ChunkRegs<D, DVC>& r, float (&o)[Cfg<D, DVC>::W][4], float (&m)[2],
                                               float (&l)[2]) {
   using C = Cfg<D, DVC>;
   constexpr int W = C::W;
   const int kb = c * 16, g = x.g, t = x.t;
   const int lim[2] = {x.lim0, x.lim1};
-  // ---- S = Q K^T (f16 MMA on exact operands; raw e4m3 units, k_scale folded into sl2)
+  // ---- S = Q K^T (bf16 MMA; raw e4m3 units, k_scale folded into sl2)
   float s[2][4];
 #pragma unroll
   for (int nt = 0; nt < 2; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
 #pragma unroll
   for (int blk = 0; blk < C::kBlocks; ++blk) {
-    const __half* qrow = q_s + g * C::kQStride + blk * 64 + t * 16;
+    const __nv_bfloat16* qrow = q_s + g * C::kQStride + blk * 64 + t * 16;
     const uint4 qa = *reinterpret_cast<const uint4*>(qrow);
     const uint4 qb = *reinterpret_cast<const uint4*>(qrow + 8);
     const uint4 qc = *reinterpret_cast<const uint4*>(qrow + 8 * C::kQStride);
@@ -221,9 +239,9 @@ __device__ __forceinline__ void compute_chunk(const Ctx<D, DVC>& x, const __half
 #pragma unroll
       for (int nt = 0; nt < 2; ++nt) {
         const uint32_t w = s4 == 0 ? kcur[nt].x : s4 == 1 ? kcur[nt].y : s4 == 2 ? kcur[nt].z : kcur[nt].w;
-        const uint32_t b0 = e4m3x2_to_f16x2(w);         // bytes 0,1 -> k 2t, 2t+1
-        const uint32_t b1 = e4m3x2_to_f16x2(w >> 16);   // bytes 2,3 -> k 2t+8, 2t+9
-        mma_f16(s[nt], qg[2 * s4], qg8[2 * s4], qg[2 * s4 + 1], qg8[2 * s4 + 1], b0, b1);
+        const uint32_t b0 = e4m3_pair_to_bf16x2(__byte_perm(w, 0u, 0x1404));   // bytes 0,1 -> k 2t, 2t+1
+        const uint32_t b1 = e4m3_pair_to_bf16x2(__byte_perm(w, 0u, 0x3424));   // bytes 2,3 -> k 2t+8, 2t+9
+        mma_bf16(s[nt], qg[2 * s4], qg8[2 * s4], qg[2 * s4 + 1], qg8[2 * s4 + 1], b0, b1);
       }
     }
   }
@@ -257,12 +275,10 @@ __device__ __forceinline__ void compute_chunk(const Ctx<D, DVC>& x, const __half
       s[nt][e] = fast_exp2(s[nt][e] - base[e >> 1]);
       l[e >> 1] += s[nt][e];
     }
-  if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {   // the max moved: rescale O
 #pragma unroll
-    for (int j = 0; j < W; ++j) {
-      o[j][0] *= alpha[0]; o[j][1] *= alpha[0];
-      o[j][2] *= alpha[1]; o[j][3] *= alpha[1];
-    }
+  for (int j = 0; j < W; ++j) {
+    o[j][0] *= alpha[0]; o[j][1] *= alpha[0];
+    o[j][2] *= alpha[1]; o[j][3] *= alpha[1];
   }
   // P as the A operand (FA2 register reuse): k = key within the chunk
   const uint32_t pa0 = pack_f16x2(s[0][0], s[0][1]), pa1 = pack_f16x2(s[0][2], s[0][3]);
@@ -287,7 +303,7 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_kernel(const Fp8Att
   using C = Cfg<D, DVC>;
   constexpr int W = C::W;
   extern __shared__ __align__(16) uint8_t smem[];
-  __half* q_s = reinterpret_cast<__half*>(smem);                       // Q as f16
+  __nv_bfloat16* q_s = reinterpret_cast<__nv_bfloat16*>(smem);
   float* red_o = reinterpret_cast<float*>(smem);                       // reuses Q's space after the loop
   float* red_ml = reinterpret_cast<float*>(smem + C::kMainBytes);      // [kWarps][kRows][2]
 
@@ -331,8 +347,6 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_kernel(const Fp8Att
         const int qi = row / G, hh = row - qi * G;
         v = __ldg(reinterpret_cast<const uint4*>(p.q + (int64_t(q_start + qi) * p.Hq + h * G + hh) * D) + c);
       }
-      v = make_uint4(bf16x2_to_f16x2_clamped(v.x), bf16x2_to_f16x2_clamped(v.y), bf16x2_to_f16x2_clamped(v.z),
-                     bf16x2_to_f16x2_clamped(v.w));
       *reinterpret_cast<uint4*>(q_s + r * C::kQStride + c * 8) = v;
     }
     __syncthreads();
