@@ -169,6 +169,29 @@ def test_tp_swizzled_scale_shards(monkeypatch, I, H, world, aligned):
         assert torch.equal(down.reshape(sw2.shape), sw2.view(torch.uint8))
 
 
+@pytest.mark.parametrize("I,H,world", [(1024, 512, 2), (2048, 512, 4), (512, 1024, 1)])
+def test_tp_tiled_shards_equal_prepared_linear_shards(I, H, world):
+    """moe_gemm's tiled layout (codes and scales): block-wise shards == prepare(<linear shard>)."""
+    from k2kernels.moe_gemm_prepare import prepare_moe_gemm_weights
+    w13, s13 = _random_nvfp4(1, 2 * I, H, seed=I + H)
+    w2, s2 = _random_nvfp4(1, H, I, seed=I * 3 + H)
+    t13, ts13 = prepare_moe_gemm_weights(w13, s13)
+    t2, ts2 = prepare_moe_gemm_weights(w2, s2)
+    for r in range(world):
+        for (w, sc), (tw, ts), shard in (((w13, s13), (t13, ts13), par.shard_gate_up),
+                                         ((w2, s2), (t2, ts2), par.shard_down)):
+            want_w, want_s = prepare_moe_gemm_weights(*shard(w, sc, r, world))
+            got_w, got_s = shard(tw, ts, r, world, scale_layout="tiled")
+            assert torch.equal(got_w, want_w)
+            assert torch.equal(got_s.view(torch.uint8), want_s.view(torch.uint8))
+    w2s, s2s = _random_nvfp4(1, 64, 1024, seed=1)
+    with pytest.raises(ValueError, match="multiple of 512"):          # I/W = 256: not a tiled K step
+        par.shard_down(*prepare_moe_gemm_weights(w2s, s2s), 0, 4, scale_layout="tiled")
+    w13s, s13s = _random_nvfp4(1, 2 * 96, 512, seed=2)
+    with pytest.raises(ValueError, match="multiples of 64"):            # I = 96: up starts mid-tile
+        par.shard_gate_up(w13s, s13s, 0, 2, scale_layout="tiled")
+
+
 def test_tp_sharding_errors(layer):
     with pytest.raises(ValueError, match="divisible by 16 \\* world"):
         par.shard_tp(layer.weights, 0, 3)                    # 64 / 3

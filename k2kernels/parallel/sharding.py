@@ -11,6 +11,11 @@ TP over the expert intermediate dim I (what vLLM/SGLang call TP for MoE):
     tiles when it starts on a tile edge and ends on one or at the end of the matrix; then the shard
     is cut out of the swizzled bytes directly. Otherwise the slice is unswizzled, cut and
     re-swizzled. Both give exactly swizzle_scales(<the linear shard>) (tests/test_parallel.py).
+  - The moe_gemm "tiled" layout (k2kernels.moe_gemm_prepare: codes AND scales in contiguous
+    64-row x 512-K blocks) is cut block-wise: gate_up needs I/W and I multiples of 64, down needs
+    I/W a multiple of 512 (the kernel's own constraint: Kimi-K2 I = 2048 allows TP <= 4), else
+    ValueError (shard the linear weights and prepare each shard instead). Equal to
+    prepare_moe_gemm_weights(<the linear shard>) (tested).
   - Per-expert global scales (alpha, input_scale) are not touched: no element is re-quantized, so
     every shard holds bit-identical codes and scales to the unsharded weights.
 
@@ -28,8 +33,9 @@ import torch
 
 from .. import nvfp4
 from ..loaders import NVFP4MoEWeights
+from ..moe_gemm_prepare import TILE_K, TILE_N
 
-SCALE_LAYOUTS = ("linear", "swizzled")
+SCALE_LAYOUTS = ("linear", "swizzled", "tiled")
 _TILE_ROWS, _TILE_COLS = 128, 4          # swizzled scale tile: 128 rows x 4 scale columns (512 B)
 
 
@@ -122,6 +128,28 @@ def _swizzled_row_cat(parts: list[torch.Tensor], part_rows: list[int], k_blocks:
     return nvfp4.swizzle_scales(torch.cat(lin, dim=-2))
 
 
+# ---- the moe_gemm "tiled" layout (codes and scales) ------------------------------------------------
+
+def _blocks(t: torch.Tensor, per_block: int) -> torch.Tensor:
+    """Tiled [E, N, X] (X = K/2 codes or K/16 scales) -> [E, N/64, X/per_block, 64*per_block] view:
+    each (64-row tile, 512-K step) block is contiguous, blocks row-major (moe_gemm_prepare.tile_*)."""
+    E, N, X = t.shape
+    return t.view(torch.uint8).reshape(E, N // TILE_N, X // per_block, TILE_N * per_block)
+
+
+def _from_blocks(b: torch.Tensor, dtype, per_block: int) -> torch.Tensor:
+    E, nt, kt, _ = b.shape
+    return b.contiguous().reshape(E, nt * TILE_N, kt * per_block).view(dtype)
+
+
+_CODE_BLOCK, _SCALE_BLOCK = TILE_K // 2, TILE_K // nvfp4.BLOCK      # bytes per block row: 256, 32
+
+
+def _check_tiled(N: int, K: int, what: str) -> None:
+    if N % TILE_N or K % TILE_K:
+        _fail(f"the tiled layout needs N % {TILE_N} == 0 and K % {TILE_K} == 0 ({what}); got N={N}, K={K}")
+
+
 # ---- TP shards of the two projections ------------------------------------------------------------
 
 def _check_packed(w: torch.Tensor, name: str) -> tuple[int, int, int]:
@@ -132,16 +160,18 @@ def _check_packed(w: torch.Tensor, name: str) -> tuple[int, int, int]:
     return E, N, K2 * 2
 
 
-def _check_linear_scale(s: torch.Tensor, E: int, N: int, K: int, name: str) -> None:
+def _check_linear_scale(s: torch.Tensor, E: int, N: int, K: int, name: str, layout: str = "linear") -> None:
     want = (E, N, K // nvfp4.BLOCK)
     if s.dtype != torch.float8_e4m3fn or tuple(s.shape) != want:
-        _fail(f"{name} (linear) must be float8_e4m3fn {list(want)}; got "
+        _fail(f"{name} ({layout}) must be float8_e4m3fn {list(want)}; got "
               f"{str(s.dtype).replace('torch.', '')} {list(s.shape)}")
 
 
 def shard_gate_up(w13: torch.Tensor, w13_scale: torch.Tensor, rank: int, world: int,
                   scale_layout: str = "linear") -> tuple[torch.Tensor, torch.Tensor]:
-    """TP shard of gate_up: ([E, 2I/W, H/2] uint8 rows [gate_r; up_r], its scales in the same layout)."""
+    """TP shard of gate_up: ([E, 2I/W, H/2] uint8 rows [gate_r; up_r], its scales in the same layout).
+    scale_layout 'linear' / 'swizzled' describe the scales (codes row-major); 'tiled' means codes
+    and scales both in moe_gemm's tiled layout."""
     _check_layout(scale_layout)
     E, N, K = _check_packed(w13, "w13")
     if N % 2:
@@ -150,6 +180,18 @@ def shard_gate_up(w13: torch.Tensor, w13_scale: torch.Tensor, rank: int, world: 
     i0, i1 = tp_slice(inter, rank, world)
     gate, up = slice(i0, i1), slice(inter + i0, inter + i1)
     w = torch.cat([w13[:, gate], w13[:, up]], dim=1).contiguous()
+    if scale_layout == "tiled":
+        n = i1 - i0
+        if inter % TILE_N or n % TILE_N:
+            _fail(f"a tiled gate_up shard needs I and I/world multiples of {TILE_N} (whole 64-row tiles); "
+                  f"got I={inter}, world={world}: shard the linear weights and prepare each shard")
+        _check_tiled(N, K, "w13")
+        _check_linear_scale(w13_scale, E, N, K, "w13_scale", "tiled")      # same shape as linear
+        rows = [slice(i0 // TILE_N, i1 // TILE_N), slice((inter + i0) // TILE_N, (inter + i1) // TILE_N)]
+        cb, sb = _blocks(w13, _CODE_BLOCK), _blocks(w13_scale, _SCALE_BLOCK)
+        w = _from_blocks(torch.cat([cb[:, r] for r in rows], 1), torch.uint8, _CODE_BLOCK)
+        s = _from_blocks(torch.cat([sb[:, r] for r in rows], 1), w13_scale.dtype, _SCALE_BLOCK)
+        return w, s
     if scale_layout == "linear":
         _check_linear_scale(w13_scale, E, N, K, "w13_scale")
         s = torch.cat([w13_scale[:, gate], w13_scale[:, up]], dim=1).contiguous()
@@ -167,6 +209,15 @@ def shard_down(w2: torch.Tensor, w2_scale: torch.Tensor, rank: int, world: int,
     _check_layout(scale_layout)
     E, N, K = _check_packed(w2, "w2")
     i0, i1 = tp_slice(K, rank, world)
+    if scale_layout == "tiled":
+        if (i1 - i0) % TILE_K:
+            _fail(f"a tiled down shard needs I/world a multiple of {TILE_K} (the tiled kernel's K step); "
+                  f"got I={K}, world={world}: use scale_layout='linear' for this TP degree")
+        _check_tiled(N, K, "w2")
+        _check_linear_scale(w2_scale, E, N, K, "w2_scale", "tiled")
+        ks = slice(i0 // TILE_K, i1 // TILE_K)
+        return (_from_blocks(_blocks(w2, _CODE_BLOCK)[:, :, ks], torch.uint8, _CODE_BLOCK),
+                _from_blocks(_blocks(w2_scale, _SCALE_BLOCK)[:, :, ks], w2_scale.dtype, _SCALE_BLOCK))
     w = w2[:, :, i0 // 2: i1 // 2].contiguous()
     c0, c1 = i0 // nvfp4.BLOCK, i1 // nvfp4.BLOCK
     if scale_layout == "linear":
