@@ -266,7 +266,27 @@ def test_ep_shards_partition_the_experts(layer):
         par.shard_ep(w, torch.zeros(3, dtype=torch.int32), 0)
 
 
-def test_forward_input_errors(layer):
+def test_forward_input_errors(layer, tmp_path):
+    with pytest.raises(ValueError, match="owner values must be ranks in \\[0, 2\\)"):
+        par.EPLayer.from_layer(layer, 0, 2, owner=torch.arange(CFG.experts, dtype=torch.int32) % 3)
+    ep = par.EPLayer.from_layer(layer, 0, 2)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:     # a world-1 group: the checks run before any collective
+        with pytest.raises(ValueError, match="sharded for world = 2"):
+            par.ep_moe_forward(ep, torch.randn(3, CFG.hidden).bfloat16())
+        ep1 = par.EPLayer.from_layer(layer, 0, 1)
+        with pytest.raises(ValueError, match="x must be bfloat16"):
+            par.ep_moe_forward(ep1, torch.randn(3, CFG.hidden))
+        with pytest.raises(ValueError, match="mode must be one of"):
+            par.ep_moe_forward(ep1, torch.randn(3, CFG.hidden).bfloat16(), mode="fixed")
+        with pytest.raises(ValueError, match="capacity must be >= T \\* top_k = 9"):
+            par.ep_moe_forward(ep1, torch.randn(3, CFG.hidden).bfloat16(), mode="padded", capacity=8)
+        # world 1: EP is the single-process layer, bit for bit
+        x = torch.randn(4, CFG.hidden).bfloat16()
+        assert torch.equal(par.ep_moe_forward(ep1, x), moe_forward(layer, x))
+        assert torch.equal(par.tp_moe_forward(par.shard_tp_layer(layer, 0, 1), x), moe_forward(layer, x))
+    finally:
+        dist.destroy_process_group()
     shard = par.shard_tp_layer(layer, 0, 2)
     with pytest.raises(ValueError, match="x must be bfloat16"):
         par.tp_moe_forward(shard, torch.randn(3, CFG.hidden))

@@ -36,7 +36,7 @@ import torch.distributed as dist
 
 from ..loaders import NVFP4MoEWeights
 from .local import local_experts, route
-from .sharding import ep_owner, shard_ep
+from .sharding import _check_owner, ep_owner, shard_ep
 
 MODES = ("exact", "padded")
 
@@ -50,12 +50,17 @@ class EPLayer:
     weights: NVFP4MoEWeights      # this rank's experts, increasing global id
     owner: torch.Tensor           # int32 [E]: rank of each global expert
     expert_map: torch.Tensor      # int32 [E]: local index on this rank, -1 elsewhere
+    world: int                    # ranks of the EP group (owner values are < world)
 
     @classmethod
     def from_layer(cls, layer, rank: int, world: int, owner: Optional[torch.Tensor] = None) -> "EPLayer":
+        """owner: int32 [E] placement (default ep_owner: balanced contiguous blocks). Checked here,
+        once (values in [0, world)), so the forward can index with it without a device-side check."""
         owner = ep_owner(layer.cfg.experts, world, layer.gate.device) if owner is None else owner
+        _check_owner(owner, world)
         local, emap = shard_ep(layer.weights, owner, rank)
-        return cls(layer.cfg, layer.gate, layer.bias, local, owner.to(layer.gate.device), emap.to(layer.gate.device))
+        dev = layer.gate.device
+        return cls(layer.cfg, layer.gate, layer.bias, local, owner.to(dev), emap.to(dev), world)
 
 
 def _alloc(shape, dtype, device) -> torch.Tensor:
@@ -73,8 +78,11 @@ def _from_bf16_cols(t: torch.Tensor, dtype) -> torch.Tensor:
     return t.contiguous().view(dtype)
 
 
-def _check(ep: EPLayer, x: torch.Tensor, mode: str) -> None:
+def _check(ep: EPLayer, x: torch.Tensor, mode: str, world: int) -> None:
     H = ep.cfg.hidden
+    if world != ep.world:
+        raise ValueError(f"k2kernels.parallel.ep_moe_forward: the process group has {world} ranks but the "
+                         f"EPLayer was sharded for world = {ep.world}")
     if x.dtype != torch.bfloat16 or x.dim() != 2 or x.shape[1] != H:
         raise ValueError(f"k2kernels.parallel.ep_moe_forward: x must be bfloat16 [T, {H}]; "
                          f"got {str(x.dtype).replace('torch.', '')} {list(x.shape)}")
@@ -128,7 +136,7 @@ def ep_moe_forward(ep: EPLayer, x: torch.Tensor, group: Optional[dist.ProcessGro
     If `stats` is a dict, 'dispatch_rows' / 'dispatch_bytes' (rows this rank sent, counting its own,
     and those rows' bytes out and back) are added: the benchmark's bytes-per-token figure."""
     world = dist.get_world_size(group)
-    _check(ep, x, mode)
+    _check(ep, x, mode, world)
     T, H = x.shape
     k = ep.cfg.top_k
     dev = x.device
