@@ -216,10 +216,11 @@ def test_alt_config_matches(E, N, K, counts, layout, monkeypatch):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("kernel", ["regs", "pipe"])
 @pytest.mark.parametrize("E,N,K,counts", SMALL[:5])
-def test_register_kernel_matches(E, N, K, counts, monkeypatch):
-    """The first (register-streaming) kernel, kept for comparison, stays correct too."""
-    monkeypatch.setenv("K2K_MOE_GEMM_KERNEL", "regs")
+def test_each_kernel_matches(E, N, K, counts, kernel, monkeypatch):
+    """Both streaming kernels, forced for every token-tile config (the default picks per config)."""
+    monkeypatch.setenv("K2K_MOE_GEMM_KERNEL", kernel)
     w, s, alpha = make_weights(E, N, K, "bytes", "cuda")
     offsets = offsets_from_counts(counts, "cuda")
     a = torch.randn(sum(counts), K, device="cuda").to(torch.bfloat16)

@@ -36,14 +36,19 @@ int pick_nt(int64_t M, int64_t E) {
   return 8;
 }
 
-// Tuning/comparison knobs, read at launch (so at capture time under CUDA graphs):
-// K2K_MOE_GEMM_KERNEL=regs selects the first (register-streaming) kernel (raw layouts only);
-// K2K_MOE_GEMM_CFG=nt1b the alternative 8-token pipeline config.
-int stream_variant(int scale_layout) {
+// Which streaming kernel runs (read at launch, so at capture time under CUDA graphs).
+// Default: the register-streaming kernel for 8-token passes on the checkpoint layouts (H200 run
+// 2026-11-29, gate_up E=384 top-8: 275 vs 312 us at T=4, 2347 vs 2725 us at T=64, equal at T=1),
+// the cp.async pipelined kernel for larger passes and for the tiled layout (the only one reading it).
+// K2K_MOE_GEMM_KERNEL=regs|pipe forces one (regs takes nt <= 4 and raw layouts only);
+// K2K_MOE_GEMM_CFG=nt1b selects the alternative 8-token pipeline config. Both are tuning knobs.
+int stream_variant(int scale_layout, int nt) {
   const char* v = std::getenv("K2K_MOE_GEMM_KERNEL");
-  if (v != nullptr && std::string(v) == "regs" && scale_layout != k2k::kTiled) return k2k::kStreamRegs;
+  const std::string kernel = v ? v : "auto";
   const char* c = std::getenv("K2K_MOE_GEMM_CFG");
-  if (c != nullptr && std::string(c) == "nt1b") return k2k::kStreamPipeAlt;
+  const bool alt = c != nullptr && std::string(c) == "nt1b";
+  if (scale_layout == k2k::kTiled || kernel == "pipe" || alt) return alt ? k2k::kStreamPipeAlt : k2k::kStreamPipe;
+  if (kernel == "regs" || nt == 1) return k2k::kStreamRegs;
   return k2k::kStreamPipe;
 }
 
@@ -154,8 +159,8 @@ at::Tensor moe_gemm_cuda(const at::Tensor& a, const at::Tensor& w, const at::Ten
   bool launched = false;
   if (fast) {
     const int limit = k2k::smem_optin_limit(a.get_device());
-    const int variant = stream_variant(p.scale_layout);
     int nt = pick_nt(M, E);
+    const int variant = stream_variant(p.scale_layout, nt);
     if (variant == k2k::kStreamRegs && nt > 4) nt = 4;
     for (; nt >= 1 && !launched; nt /= 2) launched = k2k::launch_moe_gemm_stream(p, nt, variant, limit, stream);
   }

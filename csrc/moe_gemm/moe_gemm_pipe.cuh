@@ -119,14 +119,9 @@ moe_gemm_pipe_kernel(const MoeGemmParams p) {
       }
     };
 
-    // Two accumulator sets for small kNT: the two MMAs of a word then do not wait on each other
-    // (mma.sync latency would otherwise serialize the whole K loop of a warp).
-    constexpr int kSets = kNT <= 2 ? 2 : 1;
-    float acc[kSets][kNT][4];
+    float acc[kNT][4];
 #pragma unroll
-    for (int u = 0; u < kSets; ++u)
-#pragma unroll
-      for (int t = 0; t < kNT; ++t) acc[u][t][0] = acc[u][t][1] = acc[u][t][2] = acc[u][t][3] = 0.f;
+    for (int t = 0; t < kNT; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.f;
 
 #pragma unroll
     for (int s = 0; s < kStages - 1; ++s) {
@@ -179,16 +174,10 @@ moe_gemm_pipe_kernel(const MoeGemmParams p) {
           const uint4 x = act[(t * Cfg::kWpt + wd) * 32];
           const uint32_t b0 = __byte_perm(x.x, x.z, 0x5410), b1 = __byte_perm(x.x, x.z, 0x7632);
           const uint32_t b2 = __byte_perm(x.y, x.w, 0x5410), b3 = __byte_perm(x.y, x.w, 0x7632);
-          mma_bf16_16816(acc[0][t], ra[0], rb[0], ra[1], rb[1], b0, b1);
-          mma_bf16_16816(acc[kSets - 1][t], ra[2], rb[2], ra[3], rb[3], b2, b3);
+          mma_bf16_16816(acc[t], ra[0], rb[0], ra[1], rb[1], b0, b1);
+          mma_bf16_16816(acc[t], ra[2], rb[2], ra[3], rb[3], b2, b3);
         }
       }
-    }
-    if constexpr (kSets == 2) {
-#pragma unroll
-      for (int t = 0; t < kNT; ++t)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) acc[0][t][i] += acc[1][t][i];
     }
     cp_async_wait<0>();
     __syncthreads();                           // the next token group refills every stage
@@ -202,8 +191,8 @@ moe_gemm_pipe_kernel(const MoeGemmParams p) {
         const int tok = tg + t * 8 + 2 * q + h;
         if (tok >= count) continue;
         __nv_bfloat16* orow = p.out + (row0 + tok) * p.N;
-        if (nA < p.N) orow[nA] = __float2bfloat16(acc[0][t][h] * alpha);
-        if (nB < p.N) orow[nB] = __float2bfloat16(acc[0][t][2 + h] * alpha);
+        if (nA < p.N) orow[nA] = __float2bfloat16(acc[t][h] * alpha);
+        if (nB < p.N) orow[nB] = __float2bfloat16(acc[t][2 + h] * alpha);
       }
     }
   }
