@@ -432,6 +432,62 @@ def test_tp_and_ep_over_gloo_match_single_process(tmp_path, layer, world):
 
 
 @pytest.mark.gpu
+def test_single_gpu_paths(tmp_path, layer):
+    """What one GPU can check: the CUDA kernels under local_experts with an expert_map and id -1 rows
+    (the EP owner's view), and TP/EP at world 1 over NCCL, eager and CUDA-graph replay."""
+    dev = torch.device("cuda")
+    gl = MoELayer(layer.cfg, layer.gate.to(dev), layer.bias.to(dev), layer.weights.to(dev))
+    x = torch.randn(11, CFG.hidden, device=dev).to(torch.bfloat16)
+    w, ids = par.route(gl, x)
+    ids = ids.clone()
+    ids[3, 1] = -1                         # an empty padded slot: must contribute nothing
+    w_cpu, ids_cpu = w.cpu(), ids.cpu()
+    owner = par.ep_owner(CFG.experts, 2)
+    total = 0
+    for r in range(2):
+        local, emap = par.shard_ep(layer.weights, owner, r)
+        out = par.local_experts(local.to(dev), x, w, ids, emap.to(dev))
+        assert torch.isfinite(out).all()
+        ref = par.local_experts(local, x.cpu(), w_cpu, ids_cpu, emap)           # CPU reference
+        err = _rel_fro(out.cpu(), ref)
+        assert err <= PARALLEL_EP_REL_FRO, f"rank {r}: {err:.3e}"
+        total = total + out.float()
+    # both owners together = every pair except the empty slot, computed on one rank
+    w_all = torch.where(ids < 0, torch.zeros_like(w), w)
+    full = par.local_experts(gl.weights, x, w_all, torch.where(ids < 0, torch.zeros_like(ids), ids))
+    assert _rel_fro(total.to(torch.bfloat16), full) <= PARALLEL_TP_REL_FRO
+    os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
+    os.environ.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
+    dist.init_process_group("nccl", init_method=f"file://{tmp_path}/store", rank=0, world_size=1,
+                            device_id=dev)
+    try:
+        ref = moe_forward(gl, x)
+        tp = par.shard_tp_layer(gl, 0, 1)
+        ep = par.EPLayer.from_layer(gl, 0, 1)
+        runs = {"tp": lambda: par.tp_moe_forward(tp, x),
+                "ep_exact": lambda: par.ep_moe_forward(ep, x),
+                "ep_padded": lambda: par.ep_moe_forward(ep, x, mode="padded", capacity=11 * CFG.top_k),
+                "ep_dedup": lambda: par.ep_moe_forward(ep, x, dedup=True)}
+        eager = {k: f() for k, f in runs.items()}
+        for k, out in eager.items():
+            assert _rel_fro(out, ref) <= PARALLEL_EP_REL_FRO, k
+        for k in ("tp", "ep_padded"):        # no host sync: capturable
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                runs[k]()
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = runs[k]()
+            graph.replay()
+            torch.cuda.synchronize()
+            assert torch.equal(out, eager[k]), f"{k}: graph replay != eager"
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs >= 2 GPUs")
 @pytest.mark.parametrize("world", [2, 4])
 def test_tp_and_ep_over_nccl_match_single_process(tmp_path, layer, world):
