@@ -197,7 +197,8 @@ def main():
             ids = torch.unique(par.route(layer, torch.cat(allx))[1].long())
             mine = int((ep_layer.owner[ids] == rank).sum())
             floor_ep = max_over_ranks(mine * expert_bytes(cfg) / HBM_BPS * 1e6, device)
-            rows.append((f"ep{world} exact", T, ep_exact, None, max_over_ranks(stats["dispatch_bytes"] / max(T, 1), device), floor_ep))
+            ex_bytes = max_over_ranks(stats["dispatch_bytes"] / max(T, 1), device)
+            rows.append((f"ep{world} exact", T, ep_exact, None, ex_bytes, floor_ep))
             rows.append((f"ep{world} padded", T, ep_pad, comm, world * cap * (2 * H + 2) * 2 / max(T, 1), floor_ep))
             # dedup: one row per (token, owner rank)
             dstats = {}
@@ -214,7 +215,8 @@ def main():
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (gloo smoke test)"
         head = (f"\n### k2kernels.parallel, preset {args.preset}, world {world}, {name}, "
                 f"torch {torch.__version__}\n\n"
-                "| config | T/rank | µs (max over ranks of median) | comm µs | comm share | bytes moved/token/rank | weight floor µs | floor % |\n"
+                "| config | T/rank | µs (max over ranks of median) | comm µs | comm share "
+                "| bytes moved/token/rank | weight floor µs | floor % |\n"
                 "|---|---|---|---|---|---|---|---|\n")
         lines = []
         for cfg_name, T, us, comm, bpt, floor in rows:

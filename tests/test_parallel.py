@@ -51,7 +51,8 @@ def _assert_tp_close(out, ref):
     assert err <= PARALLEL_TP_REL_FRO, f"relative Frobenius error {err:.3e} > {PARALLEL_TP_REL_FRO}"
     bound = PARALLEL_TP_ATOL_REL * ref.float().abs().max() + 2 ** -7 * ref.float().abs()
     bad = (out.float() - ref.float()).abs() > bound
-    assert not bad.any(), f"{int(bad.sum())} elements outside the elementwise bound; first at {bad.nonzero()[0].tolist()}"
+    assert not bad.any(), (f"{int(bad.sum())} elements outside the elementwise bound; "
+                           f"first at {bad.nonzero()[0].tolist()}")
 
 
 # ---- the local computation (the fused_moe swap point) --------------------------------------------

@@ -102,8 +102,9 @@ def _units(dest, ids, topk_w, world: int, dedup: bool):
       in token order within an owner; carries all k ids (-1 where the slot's expert is elsewhere)
       and the k top-k weights (the owner combines its slots).
     Returns (unit_dest [U], unit_tok [U], unit_ids [U, kk] int32, unit_w [U, kk] fp32 or None,
-    valid [U] bool or None, counts [world] int64, pair [U]: the pair index p of each unit, or None). With dedup, U = T * world and the valid units
-    come first (sentinel key sort), so no data-dependent shape (nonzero would sync on CUDA)."""
+    valid [U] bool or None, counts [world] int64, pair [U] (the pair p of each unit) or None).
+    With dedup, U = T * world and the valid units come first (sentinel key sort), so no
+    data-dependent shape (nonzero would sync on CUDA)."""
     T, k = ids.shape
     dev = ids.device
     if not dedup:
@@ -165,8 +166,9 @@ def ep_moe_forward(ep: EPLayer, x: torch.Tensor, group: Optional[dist.ProcessGro
         need = T * k if not dedup else T
         cap = need if capacity is None else int(capacity)
         if cap < need:
-            raise ValueError(f"k2kernels.parallel.ep_moe_forward: capacity must be >= {'T * top_k' if not dedup else 'T'}"
-                             f" = {need} (all of a rank's rows may go to one owner); got {cap}")
+            what = "T" if dedup else "T * top_k"
+            raise ValueError(f"k2kernels.parallel.ep_moe_forward: capacity must be >= {what} = {need} "
+                             f"(all of a rank's rows may go to one owner); got {cap}")
         U = ud.shape[0]
         starts = torch.cumsum(counts, 0) - counts
         slot = ud * cap + (torch.arange(U, device=dev) - starts[ud])       # row in [world * cap]
