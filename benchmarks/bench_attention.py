@@ -6,7 +6,8 @@ Decode: KV bytes = the FP8 K/V bytes the op must read (B * ctx * Hkv * (D + DV))
 Prefill: causal FLOPs = 2 * (D + DV) * Hq * sum over queries of visible keys; TFLOP/s vs 767 (BF16 dense).
 
   python3 benchmarks/bench_attention.py [--quick] [--sweep] [--json out.json]
-Rows marked rows8 / prefill-layout time the opt-in layouts (K2K_ATTN_ROWS8=1, K2K_ATTN_PREFILL=1).
+Rows marked rows8 / prefill-layout / latent-layout time the opt-in layouts (K2K_ATTN_ROWS8=1,
+K2K_ATTN_PREFILL=1, K2K_ATTN_LATENT=1).
 """
 from __future__ import annotations
 
@@ -186,6 +187,12 @@ def main():
             rows[-1]["case"] += " rows8"
             print(rows[-1], flush=True)
         os.environ.pop("K2K_ATTN_ROWS8")
+        os.environ["K2K_ATTN_LATENT"] = "1"                 # opt-in 8-warp MLA latent layout
+        for B in (1, 8, 32):
+            bench_decode(timer, B, 8192, 64, 1, 576, 512, True, 64, rows, gen, peer=False)
+            rows[-1]["case"] += " latent-layout"
+            print(rows[-1], flush=True)
+        os.environ.pop("K2K_ATTN_LATENT")
     print()
     print(f"{'case':58s} {'us':>9s} {'TB/s':>6s} {'%4.2':>6s} {'TFLOP/s':>8s} {'SDPA us':>9s} {'x SDPA':>7s}  backend")
     for r in rows:

@@ -130,7 +130,9 @@ def run_and_check(args, causal=True, max_q_len=-1):
 # ---------------------------------------------------------------- GPU: decode
 # Kernel layouts (docs/attention.md): "auto" = the launcher's default (16-row tiles); "rows8" (decode
 # layout for group <= 8) and "prefill" (64-row FA2 layout, q_len > 1, D = D_v in {64, 128}) are opt-in.
-LAYOUTS = {"auto": {}, "rows8": {"K2K_ATTN_ROWS8": "1"}, "prefill": {"K2K_ATTN_PREFILL": "1"}}
+LAYOUTS = {"auto": {}, "rows8": {"K2K_ATTN_ROWS8": "1"}, "prefill": {"K2K_ATTN_PREFILL": "1"},
+           "latent": {"K2K_ATTN_LATENT": "1"}}                 # latent: D 576 / DV 512 only, opt-in
+LATENT_SHAPES = [s for s in SHAPES if s[5]]
 
 
 def set_layout(monkeypatch, layout):
@@ -159,9 +161,24 @@ def test_decode_small(monkeypatch, layout):
 
 
 @gpu
-def test_decode_small_latent():
+@pytest.mark.parametrize("layout", ["auto", "latent"])
+def test_decode_small_latent(monkeypatch, layout):
+    set_layout(monkeypatch, layout)
     args = make_case([1, 1], [3, 70], 16, 1, 576, 512, True, 16)
     run_and_check(args)
+
+
+@gpu
+@pytest.mark.parametrize("name,Hq,Hkv,D,DV,latent,page", LATENT_SHAPES, ids=[s[0] for s in LATENT_SHAPES])
+@pytest.mark.parametrize("splits", ["auto", "1", "5"])
+def test_decode_latent_layout(monkeypatch, name, Hq, Hkv, D, DV, latent, page, splits):
+    """The opt-in 8-warp MLA layout: ragged lengths, 128 heads (two 64-row tiles), forced splits."""
+    set_layout(monkeypatch, "latent")
+    if splits != "auto":
+        monkeypatch.setenv("K2K_ATTN_SPLITS", splits)
+    seq_lens = [1, 17, page * 3 + 5, 300, 1000]
+    run_and_check(make_case([1] * len(seq_lens), seq_lens, Hq, Hkv, D, DV, latent, page, per_head=True))
+    run_and_check(make_case([1, 1], [129, 700], 128, 1, D, DV, latent, page))
 
 
 @gpu
@@ -201,7 +218,7 @@ PREFILL = [
 @gpu
 @pytest.mark.parametrize("name,Hq,Hkv,D,DV,latent,page", PREFILL, ids=[s[0] for s in PREFILL])
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])
-@pytest.mark.parametrize("layout", ["auto", "rows8", "prefill"])
+@pytest.mark.parametrize("layout", ["auto", "rows8", "prefill", "latent"])
 def test_prefill_chunked(monkeypatch, name, Hq, Hkv, D, DV, latent, page, causal, layout):
     set_layout(monkeypatch, layout)
     q_lens = [1, 37, 130, 5]

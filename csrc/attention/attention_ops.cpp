@@ -176,13 +176,18 @@ at::Tensor fp8_kv_attention_cuda(const at::Tensor& q, const at::Tensor& k_cache,
   p.prefill = 0;
   if (const char* env = std::getenv("K2K_ATTN_PREFILL"))
     p.prefill = (std::atoi(env) != 0 && !p.rows8 && q_est > 1 && k2k::fp8_attention_prefill_supported(int(D), int(DV))) ? 1 : 0;
-  const int rows_per_tile = p.prefill ? 64 : p.rows8 ? 8 : 16;
+  // K2K_ATTN_LATENT=1 (opt-in, compiled only): the 8-warp MLA layout for D 576 / DV 512.
+  p.latent = 0;
+  if (const char* env = std::getenv("K2K_ATTN_LATENT"))
+    p.latent = (std::atoi(env) != 0 && !p.rows8 && k2k::fp8_attention_latent_supported(int(D), int(DV))) ? 1 : 0;
+  const int rows_per_tile = (p.prefill || p.latent) ? 64 : p.rows8 ? 8 : 16;
   p.row_tiles = int(std::max<int64_t>(1, (q_est * p.group + rows_per_tile - 1) / rows_per_tile));
   const int dvc = k2k::fp8_attention_dv_chunk(int(D), int(DV));
-  p.dv_chunks = p.prefill ? 1 : int(DV / dvc);
+  p.dv_chunks = (p.prefill || p.latent) ? 1 : int(DV / dvc);
   int sms = 0;
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, q.get_device());   // an attribute query, no sync
-  const int64_t capacity = int64_t(sms) * k2k::fp8_attention_ctas_per_sm(int(D), p.rows8 != 0, q.get_device());
+  const int64_t capacity = int64_t(sms) * (p.latent ? k2k::fp8_attention_latent_ctas_per_sm(q.get_device())
+                                                      : k2k::fp8_attention_ctas_per_sm(int(D), p.rows8 != 0, q.get_device()));
   p.num_splits = p.prefill ? 1 : choose_splits(B * Hkv * p.row_tiles * p.dv_chunks, int64_t(p.max_pages) * page_size, capacity);
   at::Tensor part_o, part_lse;
   if (p.num_splits > 1) {

@@ -27,9 +27,10 @@ struct Fp8AttnParams {
   int max_pages, num_pages;
   int k_per_head, v_per_head;    // scale tensors hold Hkv values (1) or one value (0)
   int causal;
+  int latent;                    // 1: MLA-latent decode layout (D 576 / DV 512, 8 warps, 64 rows per CTA)
   int prefill;                   // 1: prefill layout (64-row CTAs, K/V converted once into shared memory)
   int rows8;                     // 1: decode layout for group <= 8 (8-row tiles, keys in the MMA M dimension)
-  int row_tiles;                 // grid tiles of 16 rows (8 rows8, 64 prefill) per (sequence, KV head); CTAs loop past it
+  int row_tiles;                 // grid tiles of 16 rows (8 rows8, 64 prefill/latent) per (sequence, KV head); CTAs loop past it
   int num_splits;                // key-range splits (flash-decoding); 1 = write out directly
   int dv_chunks;                 // output-channel chunks (DV / DVC) computed by separate CTAs
 };
@@ -42,6 +43,9 @@ int fp8_attention_dv_chunk(int D, int DV);
 int fp8_attention_smem_bytes(int D, int DV);
 // Whether the prefill layout (fp8_attention_prefill.cuh) exists for (D, DV).
 bool fp8_attention_prefill_supported(int D, int DV);
+// Whether the latent layout (fp8_attention_latent.cuh) exists for (D, DV), and its resident CTAs per SM.
+bool fp8_attention_latent_supported(int D, int DV);
+int fp8_attention_latent_ctas_per_sm(int device);
 // Resident CTAs per SM of the (D, layout) kernel on `device` (occupancy query, cached).
 int fp8_attention_ctas_per_sm(int D, bool rows8, int device);
 // Launch the split kernel (and the merge when num_splits > 1) on `stream`.

@@ -2,6 +2,7 @@
 #include "attention/fp8_attention.h"
 
 #include <algorithm>
+#include "attention/fp8_attention_latent.cuh"
 #include "attention/fp8_attention_prefill.cuh"
 #include "attention/fp8_attention_rows8.cuh"
 
@@ -14,6 +15,8 @@ cudaError_t launch_d256(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t str
 cudaError_t launch_d576(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream);
 cudaError_t launch_prefill_d64(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream);
 cudaError_t launch_prefill_d128(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream);
+cudaError_t launch_latent_d576(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream);
+int ctas_per_sm_latent();
 int ctas_per_sm_d64(bool rows8);
 int ctas_per_sm_d128(bool rows8);
 int ctas_per_sm_d256(bool rows8);
@@ -40,7 +43,7 @@ int smem_of(int D) {
     case 64: return std::max({attn::Cfg<64, 64>::kSmemBytes, attn::Cfg8<64, 64>::kSmemBytes, attn::CfgP<64>::kSmemBytes});
     case 128: return std::max({attn::Cfg<128, 128>::kSmemBytes, attn::Cfg8<128, 128>::kSmemBytes, attn::CfgP<128>::kSmemBytes});
     case 256: return std::max(attn::Cfg<256, 128>::kSmemBytes, attn::Cfg8<256, 128>::kSmemBytes);
-    case 576: return std::max(attn::Cfg<576, 256>::kSmemBytes, attn::Cfg8<576, 256>::kSmemBytes);
+    case 576: return std::max({attn::Cfg<576, 256>::kSmemBytes, attn::Cfg8<576, 256>::kSmemBytes, attn::CfgL::kSmemBytes});
     default: return 0;
   }
 }
@@ -59,6 +62,15 @@ int fp8_attention_smem_bytes(int D, int DV) {
 }
 
 bool fp8_attention_prefill_supported(int D, int DV) { return (D == 64 || D == 128) && DV == D; }
+
+bool fp8_attention_latent_supported(int D, int DV) { return D == 576 && DV == 512; }
+
+int fp8_attention_latent_ctas_per_sm(int device) {
+  static int cache[16] = {};
+  if (device < 0 || device >= 16) device = 0;
+  if (cache[device] == 0) cache[device] = attn::ctas_per_sm_latent();
+  return cache[device];
+}
 
 int fp8_attention_ctas_per_sm(int D, bool rows8, int device) {
   // Cached per (device, D, layout): the occupancy query is host-only but not free.
@@ -81,6 +93,12 @@ cudaError_t launch_fp8_attention(const Fp8AttnParams& p, cudaStream_t stream) {
   const int64_t n_ctas = int64_t(p.B) * p.Hkv * p.num_splits * p.row_tiles * p.dv_chunks;
   if (n_ctas == 0 || p.Tq == 0) return cudaSuccess;
   cudaError_t e;
+  if (p.latent) {
+    if (p.D != 576 || p.DV != 512) return cudaErrorInvalidValue;
+    e = attn::launch_latent_d576(p, n_ctas, stream);
+    if (e != cudaSuccess || p.num_splits == 1) return e;
+    return launch_fp8_attention_merge(p.part_o, p.part_lse, p.out, p.num_splits, int64_t(p.Tq) * p.Hq, p.DV, stream);
+  }
   if (p.prefill) {
     if (p.D == 64) return attn::launch_prefill_d64(p, n_ctas, stream);
     if (p.D == 128) return attn::launch_prefill_d128(p, n_ctas, stream);
