@@ -497,3 +497,23 @@ def test_tp_and_ep_over_nccl_match_single_process(tmp_path, layer, world):
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")        # multicast off (device tool KINDS.md)
     os.environ.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
     _check_distributed(tmp_path, layer, world, backend="nccl")
+
+
+@pytest.mark.slow
+def test_benchmark_runs_on_cpu_with_gloo(tmp_path):
+    """benchmarks/bench_parallel.py stays runnable: 2 CPU processes, tiny preset (timings are not
+    looked at; they mean nothing on CPU)."""
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "table.md"
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           os.path.join(root, "benchmarks", "bench_parallel.py"), "--device", "cpu", "--preset", "tiny",
+           "--tokens", "1,8", "--iters", "1", "--warmup", "0", "--out", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=JOIN_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = out.read_text()
+    for row in ("| single | 8 |", "| tp2 | 8 |", "| ep2 exact | 8 |", "| ep2 padded | 8 |",
+                "| ep2 dedup exact | 8 |", "| ep2 dedup padded | 8 |"):
+        assert row in table, row
