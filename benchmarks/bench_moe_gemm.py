@@ -9,7 +9,8 @@ the experts with rows + activations + output; % is of the 4.2 TB/s copy ceiling;
 Columns: us = weights prepared once by prepare_moe_gemm_weights (scale_layout="tiled", what an engine
 would run); raw_us = the checkpoint layout (linear scales) as is, default kernel choice; regs_us /
 pipe_us = raw layout forced to the register-streaming / cp.async pipelined kernel; alt_us = the
-alternative 8-token pipeline config (K2K_MOE_GEMM_CFG=nt1b, tiled); these three for T <= --regs-upto.
+alternative pipeline config (tiled; K2K_MOE_GEMM_CFG=nt1b for T <= --regs-upto, nt8w8 = 128 rows per
+CTA for 64-token passes); regs_us and pipe_us only for T <= --regs-upto.
 """
 from __future__ import annotations
 
@@ -101,8 +102,9 @@ def main():
                 regs_us = time_graph(lambda: torch.ops.k2kernels.moe_gemm(a, w, s, alpha, offsets), flush, iters)
                 del os.environ["K2K_MOE_GEMM_KERNEL"]
             alt_us = float("nan")
-            if T <= args.regs_upto:
-                os.environ["K2K_MOE_GEMM_CFG"] = "nt1b"
+            alt = "nt1b" if T <= args.regs_upto else ("nt8w8" if M / min(E, M) > 24 else None)
+            if alt:
+                os.environ["K2K_MOE_GEMM_CFG"] = alt
                 alt_us = time_graph(lambda: torch.ops.k2kernels.moe_gemm(a, wt, st, alpha, offsets, "bf16", None, "tiled"),
                                     flush, iters)
                 del os.environ["K2K_MOE_GEMM_CFG"]

@@ -9,7 +9,8 @@
 TORCH_LIBRARY(k2kernels, m) {
   // NVFP4 grouped GEMM over contiguous expert row segments: out[r] = a[r] @ W_e^T (contract.md).
   // act = "bf16" (W4A16) or "nvfp4" (W4A4; a is quantized with a_scale per 16-element block);
-  // scale_layout = "linear" ([E, N, K/16]) or "swizzled" (128x4 tiles, [E, pad128(N), pad4(K/16)]).
+  // scale_layout = "linear" ([E, N, K/16]) or "swizzled" (128x4 tiles, [E, pad128(N), pad4(K/16)]),
+  // or "tiled" (w AND w_scale from k2kernels.moe_gemm_prepare.prepare_moe_gemm_weights, shapes as linear).
   m.def("moe_gemm(Tensor a, Tensor w, Tensor w_scale, Tensor w_alpha, Tensor expert_offsets, str act=\"bf16\", Tensor? a_scale=None, str scale_layout=\"linear\") -> Tensor");
   // Fused top-k router: softmax or sigmoid scoring, optional selection bias, grouped top-k.
   m.def("topk_router(Tensor logits, Tensor? bias, int top_k, str scoring=\"sigmoid\", int n_group=1, int topk_group=1, bool renormalize=True, float routed_scaling_factor=1.0) -> (Tensor, Tensor)");

@@ -203,11 +203,13 @@ def test_tiled_matches_oracle(E, N, K, counts, kind):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("layout", ["tiled", "swizzled"])
-@pytest.mark.parametrize("E,N,K,counts", [TILED[0], (2, 128, 1536, (1, 3))])
-def test_alt_config_matches(E, N, K, counts, layout, monkeypatch):
-    """The alternative 8-token config (K step 256, 5 stages) used for tuning comparisons."""
-    monkeypatch.setenv("K2K_MOE_GEMM_CFG", "nt1b")
+@pytest.mark.parametrize("layout", ["tiled", "swizzled", "linear"])
+@pytest.mark.parametrize("cfg,E,N,K,counts", [("nt1b", *TILED[0]), ("nt1b", 2, 128, 1536, (1, 3)),
+                                              ("nt8w8", *TILED[3]), ("nt8w8", 2, 320, 2560, (70, 3))])
+def test_alt_config_matches(cfg, E, N, K, counts, layout, monkeypatch):
+    """The alternative configs used for tuning: nt1b (8 tokens, K step 256, 5 stages) and nt8w8
+    (64 tokens, 128 weight rows per CTA; N = 192 and 320 leave a half-empty last CTA)."""
+    monkeypatch.setenv("K2K_MOE_GEMM_CFG", cfg)
     w, s, alpha = make_weights(E, N, K, "bytes", "cuda", layout)
     offsets = offsets_from_counts(counts, "cuda")
     a = torch.randn(sum(counts), K, device="cuda").to(torch.bfloat16)
@@ -313,6 +315,17 @@ def test_bad_offsets_stay_in_bounds(bad):
     out = torch.ops.k2kernels.moe_gemm(a, w, s, alpha, offsets)
     torch.cuda.synchronize()
     assert out.shape == (6, N)
+
+
+@pytest.mark.gpu
+def test_generic_kernel_many_rows():
+    """K % 128 != 0 takes the generic kernel; rows go on grid.x, so M > 65535 must work."""
+    E, N, K = 2, 32, 80
+    w, s, alpha = make_weights(E, N, K, "bytes", "cuda")
+    offsets = offsets_from_counts((40000, 30000), "cuda")
+    a = torch.randn(70001, K, device="cuda").to(torch.bfloat16)
+    out = run_op(a, w, s, alpha, offsets)
+    assert_close(out, cheap_reference(a, w, s, alpha, offsets))
 
 
 @pytest.mark.gpu

@@ -27,7 +27,7 @@ struct MoeGemmParams {
 };
 
 // Swap-AB weight-streaming kernels (tokens on the MMA's N side, 8 * nt tokens per pass): the cp.async
-// pipelined one (nt in {1, 2, 4, 8}; moe_gemm_pipe.cuh; kStreamPipeAlt: other nt = 1 config) or the first register-
+// pipelined one (nt in {1, 2, 4, 8}; moe_gemm_pipe.cuh; kStreamPipeAlt: other nt = 1 / nt = 8 config) or the first register-
 // streaming version (nt in {1, 2, 4}; moe_gemm_regs.cuh; raw layouts only). Need K % 128 == 0, 16-byte
 // aligned a, w and w_scale. Return false (launching nothing) if the config's shared memory > smem_limit.
 enum MoeStreamVariant : int { kStreamPipe = 0, kStreamRegs = 1, kStreamPipeAlt = 2 };

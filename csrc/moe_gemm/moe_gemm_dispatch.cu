@@ -8,6 +8,7 @@ bool launch_moe_gemm_pipe_nt2(const MoeGemmParams& p, int smem_limit, cudaStream
 bool launch_moe_gemm_pipe_nt4(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_pipe_nt8(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_pipe_nt1b(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
+bool launch_moe_gemm_pipe_nt8w8(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_regs_nt1(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_regs_nt2(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_regs_nt4(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
@@ -26,7 +27,9 @@ bool launch_moe_gemm_stream(const MoeGemmParams& p, int nt, int variant, int sme
                                        : launch_moe_gemm_pipe_nt1(p, smem_limit, stream);
     case 2: return launch_moe_gemm_pipe_nt2(p, smem_limit, stream);
     case 4: return launch_moe_gemm_pipe_nt4(p, smem_limit, stream);
-    default: return launch_moe_gemm_pipe_nt8(p, smem_limit, stream);
+    default:
+      return variant == kStreamPipeAlt ? launch_moe_gemm_pipe_nt8w8(p, smem_limit, stream)
+                                       : launch_moe_gemm_pipe_nt8(p, smem_limit, stream);
   }
 }
 }  // namespace k2k

@@ -11,8 +11,8 @@ constexpr int kThreads = 128;
 
 template <int kLayout>
 __global__ void __launch_bounds__(kThreads) moe_gemm_generic_kernel(const MoeGemmParams p) {
-  const int n = blockIdx.x * kThreads + threadIdx.x;
-  const int64_t r = blockIdx.y;
+  const int n = blockIdx.y * kThreads + threadIdx.x;    // rows on grid.x: M may exceed 65535
+  const int64_t r = blockIdx.x;
   if (n >= p.N) return;
   const int e = moe::expert_of_row(p, r);
   float acc = 0.f;
@@ -37,7 +37,7 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_generic_kernel(const MoeGem
 
 void launch_moe_gemm_generic(const MoeGemmParams& p, cudaStream_t stream) {
   if (p.M == 0 || p.N == 0) return;
-  const dim3 grid((p.N + kThreads - 1) / kThreads, static_cast<unsigned>(p.M));
+  const dim3 grid(static_cast<unsigned>(p.M), (p.N + kThreads - 1) / kThreads);
   if (p.scale_layout == kScaleLinear) {
     moe_gemm_generic_kernel<kScaleLinear><<<grid, kThreads, 0, stream>>>(p);
   } else if (p.scale_layout == kTiled) {

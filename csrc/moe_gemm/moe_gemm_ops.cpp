@@ -40,15 +40,16 @@ int pick_nt(int64_t M, int64_t E) {
 // Default: the register-streaming kernel for 8-token passes on the checkpoint layouts (H200 run
 // 2026-11-29, gate_up E=384 top-8: 275 vs 312 us at T=4, 2347 vs 2725 us at T=64, equal at T=1),
 // the cp.async pipelined kernel for larger passes and for the tiled layout (the only one reading it).
-// K2K_MOE_GEMM_KERNEL=regs|pipe forces one (regs takes nt <= 4 and raw layouts only);
-// K2K_MOE_GEMM_CFG=nt1b selects the alternative 8-token pipeline config. Both are tuning knobs.
+// K2K_MOE_GEMM_KERNEL=regs|pipe forces one (regs: nt <= 4 and raw layouts only, else pipe);
+// K2K_MOE_GEMM_CFG=nt1b / nt8w8 select the alternative 8-token / 64-token (128 rows per CTA) pipeline
+// configs. These are tuning knobs.
 int stream_variant(int scale_layout, int nt) {
   const char* v = std::getenv("K2K_MOE_GEMM_KERNEL");
   const std::string kernel = v ? v : "auto";
   const char* c = std::getenv("K2K_MOE_GEMM_CFG");
-  const bool alt = c != nullptr && std::string(c) == "nt1b";
+  const bool alt = c != nullptr && ((std::string(c) == "nt1b" && nt == 1) || (std::string(c) == "nt8w8" && nt == 8));
   if (scale_layout == k2k::kTiled || kernel == "pipe" || alt) return alt ? k2k::kStreamPipeAlt : k2k::kStreamPipe;
-  if (kernel == "regs" || nt == 1) return k2k::kStreamRegs;
+  if ((kernel == "regs" && nt <= 4) || nt == 1) return k2k::kStreamRegs;
   return k2k::kStreamPipe;
 }
 
@@ -94,6 +95,7 @@ void check_inputs(const at::Tensor& a, const at::Tensor& w, const at::Tensor& w_
   TORCH_CHECK_VALUE(E >= 1 && E <= kMaxExperts, "k2kernels.moe_gemm: the CUDA kernel supports 1 <= E <= ", kMaxExperts, "; got E = ", E);
   TORCH_CHECK_VALUE(a.size(0) < (int64_t(1) << 31) && N < (int64_t(1) << 31) && K < (int64_t(1) << 31),
                     "k2kernels.moe_gemm: M, N and K must each be < 2^31; got ", a.sizes(), " and w ", w.sizes());
+  TORCH_CHECK_VALUE(N <= int64_t(65535) * 128, "k2kernels.moe_gemm: the CUDA kernel supports N <= 8388480; got N = ", N);
 }
 
 // act="nvfp4" on SM12x: the native CUTLASS W4A4 kernel (family cutlass_sm120, op moe_gemm_w4a4_sm120,
@@ -159,10 +161,10 @@ at::Tensor moe_gemm_cuda(const at::Tensor& a, const at::Tensor& w, const at::Ten
   bool launched = false;
   if (fast) {
     const int limit = k2k::smem_optin_limit(a.get_device());
-    int nt = pick_nt(M, E);
-    const int variant = stream_variant(p.scale_layout, nt);
-    if (variant == k2k::kStreamRegs && nt > 4) nt = 4;
-    for (; nt >= 1 && !launched; nt /= 2) launched = k2k::launch_moe_gemm_stream(p, nt, variant, limit, stream);
+    for (int nt = pick_nt(M, E); nt >= 1 && !launched; nt /= 2) {   // a config over the SMEM limit: smaller nt
+      const int variant = stream_variant(p.scale_layout, nt);
+      launched = k2k::launch_moe_gemm_stream(p, nt, variant, limit, stream);
+    }
   }
   if (!launched) k2k::launch_moe_gemm_generic(p, stream);
   C10_CUDA_KERNEL_LAUNCH_CHECK();

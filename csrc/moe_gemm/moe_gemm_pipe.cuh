@@ -28,21 +28,23 @@
 namespace k2k {
 namespace moe {
 
-constexpr int kPipeWarps = 4;
-constexpr int kPipeThreads = kPipeWarps * 32;
-constexpr int kPipeRows = kPipeWarps * 16;           // weight rows (outputs along N) per CTA
+constexpr int kPipeWarps = 4;                        // default warps per CTA (16 weight rows each)
 // Static shared memory (expert bitmask + compiler's own), reserved on top of the dynamic stages.
 constexpr int kPipeStaticSmemReserve = 2048;
 
-template <int kNT, int kStepK, int kStages>
+// kWarps warps per CTA, 16 weight rows each. More rows per CTA share one staged activation tile: the
+// activations are re-read from L2 once per CTA, so M * K * 2 * N / kRows bytes per call (the prefill cost).
+template <int kNT, int kStepK, int kStages, int kWarps = kPipeWarps>
 struct PipeCfg {
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kRows = kWarps * 16;           // weight rows (outputs along N) per CTA
   static constexpr int kWpt = kStepK / 32;            // 32-bit words (8 elements) per thread per row per step
   static constexpr int kCpt = kWpt / 4;               // 16-byte chunks per thread per row per step
   static constexpr int kCpr = kStepK / 32;            // 16-byte chunks per weight row per step
   static constexpr int kSb = kStepK / 16;             // scale bytes per row per step
   static constexpr int kSbt = kSb / 4;                // scale bytes per thread per row per step
-  static constexpr int kWeightBytes = kPipeRows * kStepK / 2;
-  static constexpr int kScaleBytes = kPipeRows * kSb;
+  static constexpr int kWeightBytes = kRows * kStepK / 2;
+  static constexpr int kScaleBytes = kRows * kSb;
   static constexpr int kActBytes = 8 * kNT * kStepK * 2;
   static constexpr int kStageBytes = kWeightBytes + kScaleBytes + kActBytes;
   static constexpr int kSmemBytes = kStages * kStageBytes;
@@ -58,10 +60,12 @@ __device__ __forceinline__ int weight_chunk_swizzle(int r, int c) {
   else return c;
 }
 
-template <int kNT, int kStepK, int kStages, int kLayout>
-__global__ void __launch_bounds__(kPipeThreads)
+template <int kNT, int kStepK, int kStages, int kLayout, int kWarps>
+__global__ void __launch_bounds__(kWarps * 32)
 moe_gemm_pipe_kernel(const MoeGemmParams p) {
-  using Cfg = PipeCfg<kNT, kStepK, kStages>;
+  using Cfg = PipeCfg<kNT, kStepK, kStages, kWarps>;
+  constexpr int kPipeThreads = Cfg::kThreads;
+  constexpr int kPipeRows = Cfg::kRows;
   extern __shared__ __align__(16) uint8_t pipe_smem[];
   __shared__ uint32_t nz_words[kMaxExpertWords];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -198,25 +202,26 @@ moe_gemm_pipe_kernel(const MoeGemmParams p) {
   }
 }
 
-template <int kNT, int kStepK, int kStages>
+template <int kNT, int kStepK, int kStages, int kWarps = kPipeWarps>
 bool launch_pipe(const MoeGemmParams& p, int smem_limit, cudaStream_t stream) {
-  constexpr int smem = PipeCfg<kNT, kStepK, kStages>::kSmemBytes;
+  using Cfg = PipeCfg<kNT, kStepK, kStages, kWarps>;
+  constexpr int smem = Cfg::kSmemBytes;
   if (smem > smem_limit) return false;
   const int slots = static_cast<int>(p.M < p.E ? p.M : p.E);
   if (slots == 0) return true;
-  const dim3 grid((p.N + kPipeRows - 1) / kPipeRows, slots);
+  const dim3 grid((p.N + Cfg::kRows - 1) / Cfg::kRows, slots);
   if (p.scale_layout == kScaleLinear) {
-    auto* k = moe_gemm_pipe_kernel<kNT, kStepK, kStages, kScaleLinear>;
+    auto* k = moe_gemm_pipe_kernel<kNT, kStepK, kStages, kScaleLinear, kWarps>;
     cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    k<<<grid, kPipeThreads, smem, stream>>>(p);
+    k<<<grid, Cfg::kThreads, smem, stream>>>(p);
   } else if (p.scale_layout == kTiled) {
-    auto* k = moe_gemm_pipe_kernel<kNT, kStepK, kStages, kTiled>;
+    auto* k = moe_gemm_pipe_kernel<kNT, kStepK, kStages, kTiled, kWarps>;
     cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    k<<<grid, kPipeThreads, smem, stream>>>(p);
+    k<<<grid, Cfg::kThreads, smem, stream>>>(p);
   } else {
-    auto* k = moe_gemm_pipe_kernel<kNT, kStepK, kStages, kScaleSwizzled>;
+    auto* k = moe_gemm_pipe_kernel<kNT, kStepK, kStages, kScaleSwizzled, kWarps>;
     cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    k<<<grid, kPipeThreads, smem, stream>>>(p);
+    k<<<grid, Cfg::kThreads, smem, stream>>>(p);
   }
   return true;
 }
