@@ -2,10 +2,11 @@
 family's configs at a model's shapes on this GPU and write the fastest per shape as JSON.
 
 What can be tuned is what the kernels expose (read from their launchers, not guessed):
-  moe_gemm             K2K_MOE_GEMM_KERNEL = pipe | regs (csrc/moe_gemm/moe_gemm_ops.cpp reads it on
-                       every call); the tokens-per-pass nt is the launcher's heuristic pick_nt() unless
-                       the launcher also reads K2K_MOE_GEMM_NT (detected from its source), in which case
-                       nt in {1, 2, 4, 8} (pipe) / {1, 2, 4} (regs) is enumerated too.
+  moe_gemm             the launcher's heuristic ("auto"), K2K_MOE_GEMM_KERNEL = regs | pipe, and
+                       K2K_MOE_GEMM_CFG = nt1b | nt8w8 (csrc/moe_gemm/moe_gemm_ops.cpp reads both on
+                       every call; a knob or value its source does not mention is not enumerated); the
+                       tokens-per-pass nt stays the launcher's pick_nt() unless it also reads
+                       K2K_MOE_GEMM_NT, in which case nt in {1, 2, 4, 8} / {1, 2, 4} is enumerated too.
   moe_gemm_w4a4_sm120  the op's `config` argument (t128x128, t128x128_pingpong, t256x128); SM120 only.
   fused_moe            no knob of its own (its gather / SiLU*mul / combine kernels have one config); it
                        is timed end to end with the best moe_gemm configs, for the record.
@@ -57,25 +58,46 @@ class Config:
         return {"config": self.name, "knobs": dict(self.knobs), "kwargs": dict(self.kwargs)}
 
 
-def _launcher_reads(family: str, env_name: str) -> bool:
-    """Whether a family's launchers read an env knob (so a config using it is real)."""
+def _launcher_source(family: str) -> str:
     d = _paths.csrc_dir() / family
-    return any(env_name in f.read_text(errors="replace") for f in sorted(d.glob("*.cpp")) if f.is_file())
+    return "\n".join(f.read_text(errors="replace") for f in sorted(d.glob("*.cpp")) if f.is_file())
+
+
+def _launcher_reads(family: str, text: str) -> bool:
+    """Whether a family's launchers mention an env knob / knob value (so a config using it is real)."""
+    return text in _launcher_source(family)
+
+
+_NTS = {"pipe": (1, 2, 4, 8), "regs": (1, 2, 4)}
+# K2K_MOE_GEMM_CFG values -> the alternative pipeline config they select (and only for that nt)
+_CFG_TAGS = {"nt1b": "moe_gemm_pipe_nt1b", "nt8w8": "moe_gemm_pipe_nt8w8"}
 
 
 def moe_gemm_configs() -> list[Config]:
+    """moe_gemm's tuning knobs, as its launcher (csrc/moe_gemm/moe_gemm_ops.cpp) reads them per call:
+    K2K_MOE_GEMM_KERNEL = regs | pipe (unset: its heuristic), K2K_MOE_GEMM_CFG = nt1b | nt8w8 (an
+    alternative pipe config for 8- / 64-token passes), K2K_MOE_GEMM_NT (if it ever reads one). A
+    knob the launcher does not mention is not enumerated. nt itself is the launcher's pick_nt()."""
+    all_tags = tuple(f"moe_gemm_{k}_nt{n}" for k, nts in _NTS.items() for n in nts)
+    out = [Config("moe_gemm", "auto", (), smem_tags=all_tags, note="the launcher's own heuristic")]
+    if not _launcher_reads("moe_gemm", "K2K_MOE_GEMM_KERNEL"):
+        return out
     nt_knob = _launcher_reads("moe_gemm", "K2K_MOE_GEMM_NT")
-    out = []
-    for kernel, nts in (("pipe", (1, 2, 4, 8)), ("regs", (1, 2, 4))):
+    for kernel, nts in _NTS.items():
         if nt_knob:
             for nt in nts:
                 out.append(Config("moe_gemm", f"{kernel}_nt{nt}", (("K2K_MOE_GEMM_KERNEL", kernel), ("K2K_MOE_GEMM_NT", str(nt))),
                                   smem_tags=(f"moe_gemm_{kernel}_nt{nt}",)))
         else:
-            # nt is the launcher's pick (it steps down to a smaller nt that fits): any tag may launch
-            out.append(Config("moe_gemm", f"{kernel}_auto", (("K2K_MOE_GEMM_KERNEL", kernel),),
-                              smem_tags=tuple(f"moe_gemm_{kernel}_nt{nt}" for nt in nts),
-                              note="nt picked by the launcher (no K2K_MOE_GEMM_NT knob yet)"))
+            # the launcher steps down to a smaller nt when a config does not fit: any of these may launch
+            out.append(Config("moe_gemm", kernel, (("K2K_MOE_GEMM_KERNEL", kernel),),
+                              smem_tags=tuple(f"moe_gemm_{kernel}_nt{nt}" for nt in nts)))
+    if _launcher_reads("moe_gemm", "K2K_MOE_GEMM_CFG"):
+        for value, tag in _CFG_TAGS.items():
+            if _launcher_reads("moe_gemm", f'"{value}"'):
+                out.append(Config("moe_gemm", f"pipe_{value}", (("K2K_MOE_GEMM_KERNEL", "pipe"), ("K2K_MOE_GEMM_CFG", value)),
+                                  smem_tags=(tag,) + tuple(f"moe_gemm_pipe_nt{nt}" for nt in _NTS["pipe"]),
+                                  note=f"alternative pipe config {value} (applies to its nt only)"))
     return out
 
 
@@ -253,12 +275,18 @@ def lookup(op: str, key: str, gpu: str, arch: str, bundled_dir: Optional[Path] =
     return None, "heuristic"
 
 
+KNOB_VARS = ("K2K_MOE_GEMM_KERNEL", "K2K_MOE_GEMM_CFG", "K2K_MOE_GEMM_NT")
+
+
 @contextlib.contextmanager
-def knobs(record: Optional[dict]):
+def knobs(record: Optional[dict], clear: Iterable[str] = ()):
     """Set a tuned record's env knobs for the duration (moe_gemm's launcher reads them per call, so
-    also at CUDA-graph capture). Process-wide: engines apply it around capture or at start-up."""
+    also at CUDA-graph capture); variables in `clear` are unset unless the record sets them.
+    Process-wide: engines apply it around capture or at start-up."""
     env = (record or {}).get("knobs", {})
-    old = {k: os.environ.get(k) for k in env}
+    old = {k: os.environ.get(k) for k in set(env) | set(clear)}
+    for k in clear:
+        os.environ.pop(k, None)
     os.environ.update({k: str(v) for k, v in env.items()})
     try:
         yield
@@ -421,7 +449,7 @@ def cuda_timer(iters: int = 20):
             rec = tuned.get(shape_key(M=dims["T"] * dims["k"], N=2 * dims["I"], K=dims["H"], E=dims["E"], act=dims["act"]))
         else:
             rec = None
-        with knobs(rec), knobs(cfg.as_json()):
+        with knobs(rec, clear=KNOB_VARS), knobs(cfg.as_json(), clear=KNOB_VARS if op == "moe_gemm" else ()):
             fn = make_runner(op, dims, cfg)
             graph = dims.get("M", dims.get("T", 0) * 8) <= 512
             t = time_cuda(fn, iters=iters, graph=graph, flush=flush)

@@ -71,16 +71,31 @@ def test_knobs_context_restores_env(monkeypatch):
         assert os.environ["K2K_MOE_GEMM_KERNEL"] == "regs" and os.environ["K2K_X_TEST"] == "1"
     import os
     assert os.environ["K2K_MOE_GEMM_KERNEL"] == "pipe" and "K2K_X_TEST" not in os.environ
+    with at.knobs({"knobs": {}}, clear=at.KNOB_VARS):          # "auto": the launcher's own choice
+        assert "K2K_MOE_GEMM_KERNEL" not in os.environ
+    assert os.environ["K2K_MOE_GEMM_KERNEL"] == "pipe"
 
 
 def test_configs_enumerate_what_the_launchers_expose():
     cfgs = at.moe_gemm_configs()
-    kernels = {dict(c.knobs)["K2K_MOE_GEMM_KERNEL"] for c in cfgs}
-    assert kernels == {"pipe", "regs"}
+    names = {c.name for c in cfgs}
+    assert "auto" in names and dict(next(c for c in cfgs if c.name == "auto").knobs) == {}
+    kernels = {dict(c.knobs).get("K2K_MOE_GEMM_KERNEL") for c in cfgs if c.name != "auto"}
+    assert kernels == {"pipe", "regs"}                 # the launcher reads K2K_MOE_GEMM_KERNEL today
     if at._launcher_reads("moe_gemm", "K2K_MOE_GEMM_NT"):
-        assert {c.name for c in cfgs} >= {"pipe_nt1", "pipe_nt8", "regs_nt4"}
+        assert names >= {"pipe_nt1", "pipe_nt8", "regs_nt4"}
     else:
-        assert {c.name for c in cfgs} == {"pipe_auto", "regs_auto"}
+        assert names >= {"pipe", "regs"}
+    for value in ("nt1b", "nt8w8"):                    # only values the launcher source mentions
+        assert (f"pipe_{value}" in names) == (at._launcher_reads("moe_gemm", "K2K_MOE_GEMM_CFG")
+                                              and at._launcher_reads("moe_gemm", f'"{value}"'))
+    # every config's SMEM tags name budgets the family declares
+    declared = set()
+    import re
+    for f in (at._paths.csrc_dir() / "moe_gemm").glob("*.cu"):
+        declared |= set(re.findall(r"K2K_SMEM_BUDGET\((\w+)", f.read_text()))
+    for c in cfgs:
+        assert set(c.smem_tags) <= declared, (c.name, set(c.smem_tags) - declared)
     assert {c.name for c in at.sm120_configs()} == {"t128x128", "t128x128_pingpong", "t256x128"}
 
 

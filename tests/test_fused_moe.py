@@ -332,6 +332,12 @@ def test_cuda_matches_reference(shape, ep):
     assert torch.equal(OPS.fused_moe(*dev), out)
 
 
+@pytest.mark.parametrize("device", [_device_param(d) for d in DEVICES])
+def test_zero_tokens(device):
+    out = OPS.fused_moe(*fused_moe_args(device, T=0))
+    assert out.shape == (0, 128) and out.dtype == torch.bfloat16
+
+
 @gpu
 def test_cuda_w4a4_matches_reference():
     args = _nvfp4_act(fused_moe_args("cpu", T=9, H=256, I=128, E=16, k=4, expert_map=True, seed=11))
