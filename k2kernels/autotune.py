@@ -8,8 +8,9 @@ What can be tuned is what the kernels expose (read from their launchers, not gue
                        tokens-per-pass nt stays the launcher's pick_nt() unless it also reads
                        K2K_MOE_GEMM_NT, in which case nt in {1, 2, 4, 8} / {1, 2, 4} is enumerated too.
   moe_gemm_w4a4_sm120  the op's `config` argument (t128x128, t128x128_pingpong, t256x128); SM120 only.
-  fused_moe            no knob of its own (its gather / SiLU*mul / combine kernels have one config); it
-                       is timed end to end with the best moe_gemm configs, for the record.
+  fused_moe            the expert weight layout (linear | tiled: moe_gemm_prepare, chosen at load time);
+                       its gather / SiLU*mul / combine kernels have one config. Timed end to end with
+                       the best moe_gemm knobs found for its gate_up shape.
 Each config's shared memory is the budget its kernel declares (K2K_SMEM_BUDGET, read from the built
 library); configs above this device's opt-in limit (cuda-python cudaDeviceGetAttribute, capped by
 $K2K_SMEM_LIMIT like the launchers) are dropped BEFORE timing. Timing: CUDA graph replay of the op,
@@ -111,7 +112,16 @@ def sm120_configs() -> list[Config]:
 
 
 def fused_moe_configs() -> list[Config]:
-    return [Config("fused_moe", "default", note="stage kernels have one config; moe_gemm knobs from this table")]
+    """The stage kernels have one config; what differs per shape is the expert weight layout the
+    GEMMs read (chosen at load time: KimiMoE(weight_layout=...)), timed with the tuned moe_gemm knobs."""
+    out = [Config("fused_moe", "linear", kwargs=(("scale_layout", "linear"),))]
+    try:
+        from . import moe_gemm_prepare  # noqa: F401
+        out.append(Config("fused_moe", "tiled", kwargs=(("scale_layout", "tiled"),),
+                          note="moe_gemm_prepare.prepare_moe_gemm_weights at load"))
+    except ImportError:
+        pass
+    return out
 
 
 CONFIG_SOURCES: dict[str, Callable[[], list[Config]]] = {
@@ -369,12 +379,16 @@ def make_runner(op: str, dims: dict, cfg: Config):
         T, H, I, E, k = dims["T"], dims["H"], dims["I"], dims["E"], dims["k"]
         _, w13, s13, a13, _ = random_moe_operands(E, 2 * I, H, 1, seed=1)
         _, w2, s2, a2, _ = random_moe_operands(E, H, I, 1, seed=2)
+        layout = dict(cfg.kwargs).get("scale_layout", "linear")
+        if layout == "tiled":
+            from .moe_gemm_prepare import prepare_moe_gemm_weights
+            (w13, s13), (w2, s2) = prepare_moe_gemm_weights(w13, s13), prepare_moe_gemm_weights(w2, s2)
         x = torch.randn(T, H, device="cuda").to(torch.bfloat16)
         logits = torch.randn(T, E, device="cuda")
         bias = torch.randn(E, device="cuda") * 0.01
         ws = torch.empty(workspace_bytes(T, H, I, k), dtype=torch.uint8, device="cuda")
         return lambda: fused_moe(x, logits, w13, s13, a13, w2, s2, a2, k, e_bias=bias, routed_scaling_factor=2.827,
-                                 workspace=ws)
+                                 scale_layout=layout, workspace=ws)
     raise ValueError(f"k2kernels.autotune: no runner for op {op!r}")
 
 

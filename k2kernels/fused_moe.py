@@ -29,6 +29,7 @@ from .reference.fused_moe import workspace_bytes
 __all__ = ["KimiMoE", "workspace_bytes", "fused_moe", "local_experts"]
 
 FORMATS = ("modelopt", "compressed-tensors", "vllm")
+WEIGHT_LAYOUTS = ("linear", "tiled")      # tiled: moe_gemm's pre-permuted layout (needs H, I % 512 == 0)
 
 
 def local_experts(expert_map: Optional[torch.Tensor], num_experts: int) -> list[int]:
@@ -84,9 +85,11 @@ class KimiMoE(nn.Module):
     def __init__(self, cfg: MoEConfig, weights: loaders.NVFP4MoEWeights, gate_weight: torch.Tensor,
                  e_score_correction_bias: Optional[torch.Tensor] = None, shared: Optional[dict] = None,
                  expert_map: Optional[torch.Tensor] = None, max_tokens: int = 0, act: str = "bf16",
-                 n_group: int = 1, topk_group: int = 1):
+                 n_group: int = 1, topk_group: int = 1, weight_layout: str = "linear"):
         super().__init__()
         weights.validate()
+        if weight_layout not in WEIGHT_LAYOUTS:
+            raise ValueError(f"k2kernels.KimiMoE: weight_layout must be one of {WEIGHT_LAYOUTS}; got {weight_layout!r}")
         E_global = gate_weight.shape[0]
         if gate_weight.shape != (E_global, cfg.hidden):
             raise ValueError(f"k2kernels.KimiMoE: gate_weight must be [E_global, {cfg.hidden}]; got {list(gate_weight.shape)}")
@@ -99,6 +102,14 @@ class KimiMoE(nn.Module):
         self.register_buffer("gate_weight", gate_weight.float().contiguous())
         self.register_buffer("e_score_correction_bias",
                              None if e_score_correction_bias is None else e_score_correction_bias.float().contiguous())
+        if weight_layout == "tiled":
+            # moe_gemm's tiled layout (k2kernels/moe_gemm_prepare.py): permuted once here, never per call
+            from .moe_gemm_prepare import prepare_moe_gemm_weights
+            w13, s13 = prepare_moe_gemm_weights(weights.w13, weights.w13_scale)
+            w2, s2 = prepare_moe_gemm_weights(weights.w2, weights.w2_scale)
+            weights = loaders.NVFP4MoEWeights(w13, s13, weights.w13_alpha, weights.w13_input_scale,
+                                              w2, s2, weights.w2_alpha, weights.w2_input_scale)
+        self.weight_layout = weight_layout
         for name, t in weights.__dict__.items():
             self.register_buffer(name, t)
         self.register_buffer("expert_map", None if expert_map is None else expert_map.to(torch.int32).contiguous())
@@ -149,7 +160,7 @@ class KimiMoE(nn.Module):
                          scoring=self.cfg.scoring, n_group=self.n_group, topk_group=self.topk_group,
                          renormalize=True, routed_scaling_factor=self.cfg.routed_scaling_factor,
                          expert_map=self.expert_map, shared_out=shared_out, act=self.act,
-                         a13_scale=a13, a2_scale=a2, workspace=ws)
+                         a13_scale=a13, a2_scale=a2, scale_layout=self.weight_layout, workspace=ws)
 
     # ---- construction ----------------------------------------------------------------------------
     @classmethod
@@ -205,8 +216,20 @@ class KimiMoE(nn.Module):
         return cls(cfg, w, gate.to(device), bias.to(device), sh, em, **kw)
 
 
+def linear_weights(m: KimiMoE) -> loaders.NVFP4MoEWeights:
+    """The module's experts in the linear (checkpoint) layout, whatever layout it runs."""
+    w = loaders.NVFP4MoEWeights(m.w13, m.w13_scale, m.w13_alpha, m.w13_input_scale, m.w2, m.w2_scale, m.w2_alpha,
+                                m.w2_input_scale)
+    if m.weight_layout == "tiled":
+        from .moe_gemm_prepare import untile_codes, untile_scales
+        w.w13, w.w13_scale = untile_codes(w.w13), untile_scales(w.w13_scale)
+        w.w2, w.w2_scale = untile_codes(w.w2), untile_scales(w.w2_scale)
+    return w
+
+
 def dequantized_experts(m: KimiMoE) -> tuple[torch.Tensor, torch.Tensor]:
     """(w13 [E, 2I, H], w2 [E, H, I]) fp32: the exact NVFP4 operands, for oracles and BF16 baselines."""
-    w13 = torch.stack([nvfp4.dequantize(m.w13[e], m.w13_scale[e], m.w13_alpha[e]) for e in range(m.w13.shape[0])])
-    w2 = torch.stack([nvfp4.dequantize(m.w2[e], m.w2_scale[e], m.w2_alpha[e]) for e in range(m.w2.shape[0])])
+    w = linear_weights(m)
+    w13 = torch.stack([nvfp4.dequantize(w.w13[e], w.w13_scale[e], w.w13_alpha[e]) for e in range(w.w13.shape[0])])
+    w2 = torch.stack([nvfp4.dequantize(w.w2[e], w.w2_scale[e], w.w2_alpha[e]) for e in range(w.w2.shape[0])])
     return w13, w2

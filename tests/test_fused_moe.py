@@ -292,6 +292,25 @@ def test_module_matches_fp64_loop_and_workspace_bound():
         m(torch.randn(5, TINY.hidden).to(torch.bfloat16))
 
 
+@pytest.mark.parametrize("device", [_device_param(d) for d in DEVICES])
+def test_tiled_weight_layout_matches_linear(device):
+    """KimiMoE(weight_layout='tiled') permutes the experts once for moe_gemm's tiled kernel path;
+    same numbers as the linear layout (CPU: the reference un-tiles, so bit-equal)."""
+    cfg = MoEConfig(hidden=1024, inter=512, experts=8, top_k=2, routed_scaling_factor=2.5)   # 2 K tiles in w13
+    lin = KimiMoE.random(cfg, device=device, seed=4, max_tokens=5)
+    til = KimiMoE.random(cfg, device=device, seed=4, max_tokens=5, weight_layout="tiled")
+    assert not torch.equal(lin.w13, til.w13)
+    x = torch.randn(5, cfg.hidden, device=device).to(torch.bfloat16)
+    if device == "cpu":
+        assert torch.equal(til(x), lin(x))
+    else:
+        assert_close_moe(til(x), lin(x))
+    w13, _ = dequantized_experts(til)
+    assert torch.equal(w13, dequantized_experts(lin)[0])
+    with pytest.raises(ValueError, match="weight_layout must be one of"):
+        KimiMoE.random(cfg, device=device, weight_layout="swizzled")
+
+
 def test_local_experts_rejects_bad_maps():
     assert local_experts(torch.tensor([-1, 1, 0, -1], dtype=torch.int32), 4) == [2, 1]
     with pytest.raises(ValueError, match="same local"):
