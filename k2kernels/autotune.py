@@ -359,17 +359,17 @@ def random_moe_operands(E: int, N: int, K: int, M: int, device="cuda", seed: int
     return a, w, s, alpha, off
 
 
-def make_runner(op: str, dims: dict, cfg: Config):
+def make_runner(op: str, dims: dict, cfg: Config, device="cuda"):
     """A zero-argument callable running op at dims under cfg (operands built once)."""
     import torch
     if op in ("moe_gemm", "moe_gemm_w4a4_sm120"):
-        a, w, s, alpha, off = random_moe_operands(dims["E"], dims["N"], dims["K"], dims["M"])
+        a, w, s, alpha, off = random_moe_operands(dims["E"], dims["N"], dims["K"], dims["M"], device)
         if op == "moe_gemm":
-            a_scale = torch.full((dims["E"],), 0.02, device="cuda") if dims["act"] == "nvfp4" else None
+            a_scale = torch.full((dims["E"],), 0.02, device=device) if dims["act"] == "nvfp4" else None
             return lambda: torch.ops.k2kernels.moe_gemm(a, w, s, alpha, off, dims["act"], a_scale, "linear")
         from . import nvfp4
         s_swz = nvfp4.swizzle_scales(s)          # the kernel-native layout, prepared once
-        a_scale = torch.full((dims["E"],), 0.02, device="cuda")
+        a_scale = torch.full((dims["E"],), 0.02, device=device)
         kw = dict(cfg.kwargs)
         return lambda: torch.ops.k2kernels.moe_gemm_w4a4_sm120(a, w, s_swz, alpha, off, a_scale, kw.get("config", "auto"))
     if op == "fused_moe":
@@ -377,16 +377,17 @@ def make_runner(op: str, dims: dict, cfg: Config):
         from .ops import fused_moe
         from .reference.fused_moe import workspace_bytes
         T, H, I, E, k = dims["T"], dims["H"], dims["I"], dims["E"], dims["k"]
-        _, w13, s13, a13, _ = random_moe_operands(E, 2 * I, H, 1, seed=1)
-        _, w2, s2, a2, _ = random_moe_operands(E, H, I, 1, seed=2)
+        _, w13, s13, a13, _ = random_moe_operands(E, 2 * I, H, 1, device, seed=1)
+        _, w2, s2, a2, _ = random_moe_operands(E, H, I, 1, device, seed=2)
         layout = dict(cfg.kwargs).get("scale_layout", "linear")
         if layout == "tiled":
             from .moe_gemm_prepare import prepare_moe_gemm_weights
             (w13, s13), (w2, s2) = prepare_moe_gemm_weights(w13, s13), prepare_moe_gemm_weights(w2, s2)
-        x = torch.randn(T, H, device="cuda").to(torch.bfloat16)
-        logits = torch.randn(T, E, device="cuda")
-        bias = torch.randn(E, device="cuda") * 0.01
-        ws = torch.empty(workspace_bytes(T, H, I, k), dtype=torch.uint8, device="cuda")
+        g = torch.Generator(device=device).manual_seed(3)
+        x = torch.randn(T, H, device=device, generator=g).to(torch.bfloat16)
+        logits = torch.randn(T, E, device=device, generator=g)
+        bias = torch.randn(E, device=device, generator=g) * 0.01
+        ws = torch.empty(workspace_bytes(T, H, I, k), dtype=torch.uint8, device=device)
         return lambda: fused_moe(x, logits, w13, s13, a13, w2, s2, a2, k, e_bias=bias, routed_scaling_factor=2.827,
                                  scale_layout=layout, workspace=ws)
     raise ValueError(f"k2kernels.autotune: no runner for op {op!r}")
@@ -457,6 +458,15 @@ def cuda_timer(iters: int = 20):
     import torch
     flush = torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.float32, device="cuda").fill_(1.0)
     tuned: dict = {}
+    runners: dict = {}            # operands of the current shape, shared by its configs (env knobs are
+                                  # read at call/capture time, so one runner serves every knob setting)
+
+    def runner(op, dims, cfg):
+        key = (op, shape_key(**dims), cfg.kwargs)
+        if key not in runners:
+            runners.clear()       # one shape's operands at a time (Kimi gate_up weights: 6.4 GB)
+            runners[key] = make_runner(op, dims, cfg)
+        return runners[key]
 
     def timer(op: str, dims: dict, cfg: Config) -> float:
         if op == "fused_moe":                 # with the best moe_gemm knobs found for its GEMM shapes
@@ -464,7 +474,7 @@ def cuda_timer(iters: int = 20):
         else:
             rec = None
         with knobs(rec, clear=KNOB_VARS), knobs(cfg.as_json(), clear=KNOB_VARS if op == "moe_gemm" else ()):
-            fn = make_runner(op, dims, cfg)
+            fn = runner(op, dims, cfg)
             graph = dims.get("M", dims.get("T", 0) * 8) <= 512
             t = time_cuda(fn, iters=iters, graph=graph, flush=flush)
         return t

@@ -165,3 +165,20 @@ def test_device_smem_optin_reads_cuda_python(monkeypatch):
     assert raw == torch.cuda.get_device_properties(0).shared_memory_per_block_optin
     monkeypatch.setenv("K2K_SMEM_LIMIT", "101376")
     assert at.device_smem_optin() == min(raw, 101376)
+
+
+def test_runners_execute_on_cpu():
+    """The autotuner's operand builders and op calls run (here through the references), so a typo
+    there cannot first show up on the GPU."""
+    gemm = dict(M=6, N=128, K=512, E=4, act="bf16")
+    for cfg in at.moe_gemm_configs()[:1]:
+        out = at.make_runner("moe_gemm", gemm, cfg, device="cpu")()
+        assert out.shape == (6, 128) and torch.isfinite(out.float()).all()
+    out = at.make_runner("moe_gemm", dict(gemm, act="nvfp4"), at.moe_gemm_configs()[0], device="cpu")()
+    assert torch.isfinite(out.float()).all()
+    out = at.make_runner("moe_gemm_w4a4_sm120", dict(gemm, act="nvfp4"), at.sm120_configs()[0], device="cpu")()
+    assert out.shape == (6, 128)
+    fused = dict(T=3, H=512, I=512, E=4, k=2, act="bf16")
+    outs = [at.make_runner("fused_moe", fused, c, device="cpu")() for c in at.fused_moe_configs()]
+    assert {c.name for c in at.fused_moe_configs()} == {"linear", "tiled"}
+    assert torch.equal(outs[0], outs[1])               # same random weights, two layouts: same numbers
