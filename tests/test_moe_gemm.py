@@ -205,10 +205,12 @@ def test_tiled_matches_oracle(E, N, K, counts, kind):
 @pytest.mark.gpu
 @pytest.mark.parametrize("layout", ["tiled", "swizzled", "linear"])
 @pytest.mark.parametrize("cfg,E,N,K,counts", [("nt1b", *TILED[0]), ("nt1b", 2, 128, 1536, (1, 3)),
+                                              ("nt1lb", *TILED[0]), ("nt1lb", 2, 128, 1536, (1, 3)),
                                               ("nt8w8", *TILED[3]), ("nt8w8", 2, 320, 2560, (70, 3))])
 def test_alt_config_matches(cfg, E, N, K, counts, layout, monkeypatch):
-    """The alternative configs used for tuning: nt1b (8 tokens, K step 256, 5 stages) and nt8w8
-    (64 tokens, 128 weight rows per CTA; N = 192 and 320 leave a half-empty last CTA)."""
+    """The alternative configs used for tuning: nt1b (8 tokens, K step 256, 5 stages), nt1lb (register
+    kernel, 4 CTAs per SM; tiled falls back to the pipeline) and nt8w8 (64 tokens, 128 weight rows per
+    CTA; N = 192 and 320 leave a half-empty last CTA)."""
     monkeypatch.setenv("K2K_MOE_GEMM_CFG", cfg)
     w, s, alpha = make_weights(E, N, K, "bytes", "cuda", layout)
     offsets = offsets_from_counts(counts, "cuda")

@@ -30,7 +30,8 @@ struct MoeGemmParams {
 // pipelined one (nt in {1, 2, 4, 8}; moe_gemm_pipe.cuh; kStreamPipeAlt: other nt = 1 / nt = 8 config) or the first register-
 // streaming version (nt in {1, 2, 4}; moe_gemm_regs.cuh; raw layouts only). Need K % 128 == 0, 16-byte
 // aligned a, w and w_scale. Return false (launching nothing) if the config's shared memory > smem_limit.
-enum MoeStreamVariant : int { kStreamPipe = 0, kStreamRegs = 1, kStreamPipeAlt = 2 };
+// kStreamRegsLb: the register kernel's nt = 1 config compiled for 4 CTAs per SM.
+enum MoeStreamVariant : int { kStreamPipe = 0, kStreamRegs = 1, kStreamPipeAlt = 2, kStreamRegsLb = 3 };
 bool launch_moe_gemm_stream(const MoeGemmParams& p, int nt, int variant, int smem_limit, cudaStream_t stream);
 
 // Any K % 16 == 0, any alignment: one thread per output, fp32 dot product. Slow; for odd shapes only.

@@ -10,11 +10,13 @@ bool launch_moe_gemm_pipe_nt8(const MoeGemmParams& p, int smem_limit, cudaStream
 bool launch_moe_gemm_pipe_nt1b(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_pipe_nt8w8(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_regs_nt1(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
+bool launch_moe_gemm_regs_nt1lb(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_regs_nt2(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_regs_nt4(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 
 bool launch_moe_gemm_stream(const MoeGemmParams& p, int nt, int variant, int smem_limit, cudaStream_t stream) {
-  if (variant == kStreamRegs) {
+  if (variant == kStreamRegsLb && nt == 1) return launch_moe_gemm_regs_nt1lb(p, smem_limit, stream);
+  if (variant == kStreamRegs || variant == kStreamRegsLb) {
     switch (nt) {
       case 1: return launch_moe_gemm_regs_nt1(p, smem_limit, stream);
       case 2: return launch_moe_gemm_regs_nt2(p, smem_limit, stream);

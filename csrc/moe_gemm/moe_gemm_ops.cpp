@@ -42,11 +42,12 @@ int pick_nt(int64_t M, int64_t E) {
 // the cp.async pipelined kernel for larger passes and for the tiled layout (the only one reading it).
 // K2K_MOE_GEMM_KERNEL=regs|pipe forces one (regs: nt <= 4 and raw layouts only, else pipe);
 // K2K_MOE_GEMM_CFG=nt1b / nt8w8 select the alternative 8-token / 64-token (128 rows per CTA) pipeline
-// configs. These are tuning knobs.
+// configs, nt1lb the register kernel's 8-token config with 4 CTAs per SM. These are tuning knobs.
 int stream_variant(int scale_layout, int nt) {
   const char* v = std::getenv("K2K_MOE_GEMM_KERNEL");
   const std::string kernel = v ? v : "auto";
   const char* c = std::getenv("K2K_MOE_GEMM_CFG");
+  if (c != nullptr && std::string(c) == "nt1lb" && nt == 1 && scale_layout != k2k::kTiled) return k2k::kStreamRegsLb;
   const bool alt = c != nullptr && ((std::string(c) == "nt1b" && nt == 1) || (std::string(c) == "nt8w8" && nt == 8));
   if (scale_layout == k2k::kTiled || kernel == "pipe" || alt) return alt ? k2k::kStreamPipeAlt : k2k::kStreamPipe;
   if ((kernel == "regs" && nt <= 4) || nt == 1) return k2k::kStreamRegs;

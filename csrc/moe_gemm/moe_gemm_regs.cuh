@@ -85,8 +85,7 @@ __device__ __forceinline__ void load_weight_step(const MoeGemmParams& p, int e, 
 }
 
 template <int kNT, int kLayout>
-__global__ void __launch_bounds__(kStreamThreads)
-moe_gemm_regs_kernel(const MoeGemmParams p) {
+__device__ __forceinline__ void moe_gemm_regs_body(const MoeGemmParams& p) {
   extern __shared__ uint4 act_smem[];              // [2][kNT * 16 * 32] 16-byte chunks
   __shared__ uint32_t nz_words[kMaxExpertWords];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -178,23 +177,46 @@ moe_gemm_regs_kernel(const MoeGemmParams p) {
   }
 }
 
-template <int kNT>
-bool launch_regs(const MoeGemmParams& p, int smem_limit, cudaStream_t stream) {
+template <int kNT, int kLayout>
+__global__ void __launch_bounds__(kStreamThreads) moe_gemm_regs_kernel(const MoeGemmParams p) {
+  moe_gemm_regs_body<kNT, kLayout>(p);
+}
+
+// Same kernel asked to fit 4 CTAs per SM (<= 128 registers): with 8 active experts (T = 1) there are
+// 512 CTAs, and 3 resident per H200 SM (148-156 registers) leave a 1.3-wave tail.
+template <int kNT, int kLayout>
+__global__ void __launch_bounds__(kStreamThreads, 4) moe_gemm_regs_kernel_4cta(const MoeGemmParams p) {
+  moe_gemm_regs_body<kNT, kLayout>(p);
+}
+
+template <int kNT, int kLayout, int kMinBlocks>
+constexpr auto regs_kernel() {
+  if constexpr (kMinBlocks == 4) return moe_gemm_regs_kernel_4cta<kNT, kLayout>;
+  else return moe_gemm_regs_kernel<kNT, kLayout>;
+}
+
+template <int kNT, int kMinBlocks>
+bool launch_regs_mb(const MoeGemmParams& p, int smem_limit, cudaStream_t stream) {
   constexpr int smem = stream_smem_bytes<kNT>();
   if (smem > smem_limit) return false;
   const int slots = static_cast<int>(p.M < p.E ? p.M : p.E);
   if (slots == 0) return true;
   const dim3 grid((p.N + kStreamRowsPerCta - 1) / kStreamRowsPerCta, slots);
   if (p.scale_layout == kScaleLinear) {
-    auto* k = moe_gemm_regs_kernel<kNT, kScaleLinear>;
+    auto* k = regs_kernel<kNT, kScaleLinear, kMinBlocks>();
     cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     k<<<grid, kStreamThreads, smem, stream>>>(p);
   } else {
-    auto* k = moe_gemm_regs_kernel<kNT, kScaleSwizzled>;
+    auto* k = regs_kernel<kNT, kScaleSwizzled, kMinBlocks>();
     cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     k<<<grid, kStreamThreads, smem, stream>>>(p);
   }
   return true;
+}
+
+template <int kNT>
+bool launch_regs(const MoeGemmParams& p, int smem_limit, cudaStream_t stream) {
+  return launch_regs_mb<kNT, 1>(p, smem_limit, stream);
 }
 
 }  // namespace moe
