@@ -16,7 +16,7 @@ import sys
 
 import torch
 
-from . import load_kernels
+from . import load_kernels, reference
 from .moe_layer import PRESETS, MoELayer, moe_forward
 
 COPY_BW = 4.2e12   # measured H200 device-copy bandwidth, bytes/s (shared/docs/gpu.md)
@@ -52,8 +52,8 @@ def main(argv=None) -> int:
     timings: dict[str, float] = {}
     out = moe_forward(layer, x, timings)
 
-    ref_layer = MoELayer(cfg, layer.gate.cpu(), layer.bias.cpu(), layer.weights.to("cpu"))
-    ref = moe_forward(ref_layer, x.cpu()).float()
+    # the same layer through the PyTorch references, on the same device and the same NVFP4 weights
+    ref = moe_forward(layer, x, impl=reference).float().cpu()
     rel = ((out.float().cpu() - ref).norm() / ref.norm()).item()
     print("\nper stage (synchronized, one call):")
     total = 0.0

@@ -4,12 +4,11 @@ must match. Presets hold the real model shapes (shared/docs/contract.md)."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 
-from . import ops
 from .loaders import NVFP4MoEWeights, quantize_moe
 
 
@@ -40,37 +39,47 @@ class MoELayer:
     weights: NVFP4MoEWeights
 
     @classmethod
-    def random(cls, cfg: MoEConfig, device="cpu", seed=0) -> "MoELayer":
-        g = torch.Generator(device="cpu").manual_seed(seed)
+    def random(cls, cfg: MoEConfig, device="cpu", seed=0, chunk: int = 16) -> "MoELayer":
+        """Random BF16 weights, quantized with the ModelOpt rule. Generated and quantized on `device`,
+        `chunk` experts at a time: Kimi-K2's 384 experts are 22 GB in BF16, too much to build at once
+        (and far too slow to generate on the host)."""
+        g = torch.Generator(device=device).manual_seed(seed)
         E, H, I = cfg.experts, cfg.hidden, cfg.inter
-        gate = (torch.randn(E, H, generator=g) * H ** -0.5).to(torch.bfloat16)
-        bias = torch.randn(E, generator=g) * 0.01
-        w13 = torch.randn(E, 2 * I, H, generator=g, dtype=torch.bfloat16) * H ** -0.5
-        w2 = torch.randn(E, H, I, generator=g, dtype=torch.bfloat16) * I ** -0.5
-        w = quantize_moe(w13.to(device), w2.to(device))
-        return cls(cfg, gate.to(device), bias.to(device), w)
+        gate = (torch.randn(E, H, generator=g, device=device) * H ** -0.5).to(torch.bfloat16)
+        bias = torch.randn(E, generator=g, device=device) * 0.01
+        parts = []
+        for e0 in range(0, E, chunk):
+            n = min(chunk, E - e0)
+            w13 = (torch.randn(n, 2 * I, H, generator=g, device=device) * H ** -0.5).to(torch.bfloat16)
+            w2 = (torch.randn(n, H, I, generator=g, device=device) * I ** -0.5).to(torch.bfloat16)
+            parts.append(quantize_moe(w13, w2))
+            del w13, w2
+        w = NVFP4MoEWeights(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(NVFP4MoEWeights)))
+        return cls(cfg, gate, bias, w)
 
 
-def moe_forward(layer: MoELayer, x: torch.Tensor, timings: dict | None = None) -> torch.Tensor:
-    """x [T, H] bf16 -> [T, H] bf16. If `timings` is a dict, per-stage seconds are added to it
-    (synchronizing between stages: for the demo, not for production)."""
+def moe_forward(layer: MoELayer, x: torch.Tensor, timings: dict | None = None, impl=None) -> torch.Tensor:
+    """x [T, H] bf16 -> [T, H] bf16, through `impl`: torch.ops.k2kernels (default: CUDA kernels on a GPU)
+    or k2kernels.reference (the same computation by the PyTorch references, on any device).
+    If `timings` is a dict, per-stage seconds are added to it (synchronizing between stages: for the
+    demo, not for production)."""
+    impl = torch.ops.k2kernels if impl is None else impl
     cfg, w = layer.cfg, layer.weights
     T, k, I = x.shape[0], cfg.top_k, cfg.inter
     clock = _Clock(x.device, timings)
     logits = (x.float() @ layer.gate.float().t())
     clock("router gate GEMM (torch)")
-    topk_w, ids = ops.topk_router(logits, k, layer.bias, cfg.scoring, renormalize=True,
-                                  routed_scaling_factor=cfg.routed_scaling_factor)
+    topk_w, ids = impl.topk_router(logits, layer.bias, k, cfg.scoring, 1, 1, True, cfg.routed_scaling_factor)
     clock("topk_router")
-    offsets, pairs, inverse, _ = ops.moe_align(ids, cfg.experts)
+    offsets, pairs, inverse, _ = impl.moe_align(ids, cfg.experts, 1, None)
     clock("moe_align")
     a = x[(pairs // k).long()]
     clock("gather (torch)")
-    h = ops.moe_gemm(a, w.w13, w.w13_scale, w.w13_alpha, offsets)
+    h = impl.moe_gemm(a, w.w13, w.w13_scale, w.w13_alpha, offsets, "bf16", None, "linear")
     clock("moe_gemm gate_up")
     act = (F.silu(h[:, :I].float()) * h[:, I:].float()).to(torch.bfloat16)
     clock("silu*mul (torch)")
-    y = ops.moe_gemm(act, w.w2, w.w2_scale, w.w2_alpha, offsets)
+    y = impl.moe_gemm(act, w.w2, w.w2_scale, w.w2_alpha, offsets, "bf16", None, "linear")
     clock("moe_gemm down")
     out = (y.float()[inverse.long()].reshape(T, k, -1) * topk_w.unsqueeze(-1)).sum(1).to(torch.bfloat16)
     clock("combine (torch)")
