@@ -28,8 +28,10 @@ wait "${pids[@]}"; cat /tmp/build_*.log >> "$OUT/build.log"; echo "build done t=
 export K2K_REQUIRE_KERNELS=1
 
 # 2. tests (all of them except the nvcc compile checks, which CI runs)
-phase tests 200 tests.log python3 -m pytest -q -p no:cacheprovider -n 8 -m "not slow" -k "not test_all_families_compile" tests/
-tail -15 "$OUT/tests.log"
+# -v with xdist prints "[gwN] FAILED test-id" as each test ends, so failures are named even when the
+# phase limit cuts the run before pytest's summary (two runs on 2026-11-29 lost their failure names so).
+phase tests 200 tests.log python3 -m pytest -v -p no:cacheprovider -n 8 -m "not slow" -k "not test_all_families_compile" tests/
+grep -E "FAILED|ERROR" "$OUT/tests.log" | head -40; tail -3 "$OUT/tests.log"
 # 3. the main job
 phase demo 60 demo.log python3 -m k2kernels --tokens 1 --sweep 1,64,512 --plot "$OUT/roofline.png"
 tail -25 "$OUT/demo.log"
