@@ -10,7 +10,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run(code: str, **env) -> subprocess.CompletedProcess:
-    full = dict(os.environ, PYTHONPATH=str(ROOT), **env)
+    """A fresh interpreter with the k2kernels knobs cleared, then `env` applied: the device runs export
+    K2K_REQUIRE_KERNELS=1, which would otherwise turn the fallback this file tests into an error."""
+    full = {k: v for k, v in os.environ.items() if k not in ("K2K_REQUIRE_KERNELS", "K2K_FORCE_REFERENCE", "K2K_FAMILIES")}
+    full.update(PYTHONPATH=str(ROOT), **env)
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=full, capture_output=True, text=True, timeout=1800)
 
 
