@@ -436,7 +436,8 @@ def test_tp_and_ep_over_gloo_match_single_process(tmp_path, layer, world):
 def test_single_gpu_paths(tmp_path, layer):
     """What one GPU can check: the CUDA kernels under local_experts with an expert_map and id -1 rows
     (the EP owner's view), and TP/EP at world 1 over NCCL, eager and CUDA-graph replay."""
-    dev = torch.device("cuda")
+    # with an index: init_process_group(device_id=...) raises ValueError for torch.device("cuda")
+    dev = torch.device("cuda", torch.cuda.current_device())
     gl = MoELayer(layer.cfg, layer.gate.to(dev), layer.bias.to(dev), layer.weights.to(dev))
     x = torch.randn(11, CFG.hidden, device=dev).to(torch.bfloat16)
     w, ids = par.route(gl, x)
