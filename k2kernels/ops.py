@@ -1,8 +1,9 @@
 """Python entry points: thin wrappers over torch.ops.k2kernels.* with the defaults spelled out.
 
-Engines may call torch.ops.k2kernels.<op> directly; these wrappers only add keyword defaults and
-turn Python-float scales into device tensors (scales are tensors so CUDA graphs and torch.compile
-never bake in a changing constant)."""
+One wrapper per schema in csrc/torch_bindings.cpp (same name, same argument order except where a
+keyword default reads better, e.g. topk_router's `bias`). Engines may call torch.ops.k2kernels.<op>
+directly; these wrappers only add keyword defaults and turn Python-float scales into device tensors
+(scales are tensors so CUDA graphs and torch.compile never bake in a changing constant)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -43,6 +44,38 @@ def moe_align(ids: torch.Tensor, num_experts: int, block_size: int = 1, expert_m
 def quantize_nvfp4(x: torch.Tensor, global_scale):
     """bf16 [M, K] -> (packed e2m1 uint8 [M, K/2], e4m3 block scales [M, K/16])."""
     return _ops.quantize_nvfp4(x, _as_scale(global_scale, x.device))
+
+
+def quantize_nvfp4_experts(x: torch.Tensor, global_scale, expert_offsets: torch.Tensor,
+                           row_idx: Optional[torch.Tensor] = None):
+    """Per-expert NVFP4 activation quantization for the SM12x block-scaled GEMM (docs/sm120.md):
+    bf16 [M, K] (rows gathered by row_idx if given) -> (packed uint8 [M, K/2], e4m3 scales 128x4-swizzled
+    with each expert in its own 128-row-aligned block, sf_offsets [E+1] int32). global_scale: [] or [E]."""
+    return _ops.quantize_nvfp4_experts(x, _as_scale(global_scale, x.device), expert_offsets, row_idx)
+
+
+def moe_gemm_w4a4_sm120(a: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, w_alpha: torch.Tensor,
+                        expert_offsets: torch.Tensor, a_scale, config: str = "auto") -> torch.Tensor:
+    """SM120 native W4A4 grouped GEMM (CUTLASS); same result as
+    moe_gemm(..., act="nvfp4", a_scale=a_scale, scale_layout="swizzled") (docs/sm120.md)."""
+    return _ops.moe_gemm_w4a4_sm120(a, w, w_scale, w_alpha, expert_offsets, _as_scale(a_scale, a.device), config)
+
+
+def moe_gather(x: torch.Tensor, sorted_pairs: torch.Tensor, top_k: int) -> torch.Tensor:
+    """fused_moe stage: a[r] = x[sorted_pairs[r] // top_k] (a pair outside [0, T*k) gives a zero row)."""
+    return _ops.moe_gather(x, sorted_pairs, top_k)
+
+
+def moe_silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """fused_moe stage: bf16 [M, 2I] = [gate | up] -> bf16(silu(gate) * up) [M, I], fp32 math."""
+    return _ops.moe_silu_mul(gate_up)
+
+
+def moe_combine(y: torch.Tensor, inverse: torch.Tensor, topk_weights: torch.Tensor,
+                shared: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """fused_moe stage: out[t] = sum_j topk_weights[t, j] * y[inverse[t*k + j]] (+ shared[t]), fp32 in
+    slot order; inverse -1 skips."""
+    return _ops.moe_combine(y, inverse, topk_weights, shared)
 
 
 def kv_cache_append(k, v, k_cache, v_cache, slot_mapping, k_scale, v_scale=None) -> None:
