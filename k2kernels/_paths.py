@@ -8,7 +8,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def csrc_dir() -> Path:
-    """csrc/ of a source checkout (editable install), else the copy setup.py ships in the package."""
+    """csrc/ of a source checkout (editable install), else the copy a wheel ships as k2kernels/_csrc
+    (pyproject.toml maps the package k2kernels._csrc to csrc/)."""
     for cand in (PACKAGE_DIR.parent / "csrc", PACKAGE_DIR / "_csrc"):
         if (cand / "torch_bindings.cpp").is_file():
             return cand
