@@ -1,6 +1,6 @@
 """A Kimi-K2 MoE layer composed from the k2kernels ops (router -> align -> gate_up GEMM -> SiLU*up
 -> down GEMM -> weighted combine). The unfused composite: what the demo runs and what a fused MoE
-must match. Presets hold the real model shapes (shared/docs/contract.md)."""
+must match. Presets hold the real model shapes (docs/contract.md)."""
 from __future__ import annotations
 
 import time
