@@ -79,6 +79,8 @@ def moe_combine(y: torch.Tensor, inverse: torch.Tensor, topk_weights: torch.Tens
 
 
 def kv_cache_append(k, v, k_cache, v_cache, slot_mapping, k_scale, v_scale=None) -> None:
+    """Scatter bf16 K/V [T, H_kv, D] into the paged FP8 cache in place: store = saturate(x / scale);
+    slot_mapping int64 [T], slot -1 skips. v = v_cache = None for an MLA latent (K-only) cache."""
     _ops.kv_cache_append(k, v, k_cache, v_cache, slot_mapping, _as_scale(k_scale, k.device),
                          None if v_scale is None else _as_scale(v_scale, k.device))
 
@@ -86,6 +88,9 @@ def kv_cache_append(k, v, k_cache, v_cache, slot_mapping, k_scale, v_scale=None)
 def fp8_kv_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k_scale, v_scale=None,
                      softmax_scale: Optional[float] = None, causal: bool = True, max_q_len: int = -1,
                      head_dim_v: int = -1) -> torch.Tensor:
+    """Paged FP8-KV attention -> bf16 [Tq, H_q, D_v] (docs/attention.md). softmax_scale defaults to
+    D_qk ** -0.5; with an MLA-absorbed latent cache (D_qk 576) pass the model's own scale (based on
+    its qk head dim, 192 for Kimi-K2, times any YaRN mscale), not the default."""
     if softmax_scale is None:
         softmax_scale = q.shape[-1] ** -0.5
     return _ops.fp8_kv_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q,
