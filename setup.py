@@ -18,10 +18,11 @@ if os.environ.get("TORCH_CUDA_ARCH_LIST"):
     import importlib.util
     import sys
 
-    from torch.utils.cpp_extension import BuildExtension, CUDAExtension
-
     sys.path.insert(0, str(ROOT))
-    from k2kernels import _build, _paths  # noqa: E402  (plain modules: no ops are registered here)
+    # _build first: it points CUDA_HOME at a real toolkit before torch.utils.cpp_extension reads it.
+    from k2kernels import _build, _paths  # noqa: E402
+
+    from torch.utils.cpp_extension import BuildExtension, CUDAExtension  # noqa: E402
 
     archs = _build.parse_archs(os.environ["TORCH_CUDA_ARCH_LIST"].replace(" ", ";"))
     for fam in _build.FAMILIES:

@@ -29,8 +29,7 @@ int register_smem_budget(const char* tag, int bytes) {
 #endif
 
 // Copies up to `cap` entries; returns how many exist.
-extern "C" __attribute__((visibility("default"))) int K2K_CONCAT(k2k_smem_budgets_, K2K_FAMILY)(
-    const char** tags, int* bytes, int cap) {
+static int copy_table(const char** tags, int* bytes, int cap) {
   const auto& t = table();
   for (int i = 0; i < static_cast<int>(t.size()) && i < cap; ++i) {
     tags[i] = t[i].tag;
@@ -38,3 +37,35 @@ extern "C" __attribute__((visibility("default"))) int K2K_CONCAT(k2k_smem_budget
   }
   return static_cast<int>(t.size());
 }
+
+#define K2K_EXPORT_TABLE(fam)                                                                           \
+  extern "C" __attribute__((visibility("default"))) int K2K_CONCAT(k2k_smem_budgets_, fam)(const char** tags, \
+                                                                                        int* bytes, int cap) { \
+    return copy_table(tags, bytes, cap);                                                                \
+  }
+
+#ifdef K2K_SINGLE_LIBRARY
+// CMake builds every family into one library; launchers detect a family by its table's symbol
+// (moe_gemm looks for cutlass_sm120's, the SM120 GEMM for quant's), so export one name per family
+// compiled in (K2K_HAS_<FAMILY> defines come from CMakeLists.txt).
+#ifdef K2K_HAS_QUANT
+K2K_EXPORT_TABLE(quant)
+#endif
+#ifdef K2K_HAS_ATTENTION
+K2K_EXPORT_TABLE(attention)
+#endif
+#ifdef K2K_HAS_ROUTING
+K2K_EXPORT_TABLE(routing)
+#endif
+#ifdef K2K_HAS_MOE_GEMM
+K2K_EXPORT_TABLE(moe_gemm)
+#endif
+#ifdef K2K_HAS_FUSED_MOE
+K2K_EXPORT_TABLE(fused_moe)
+#endif
+#ifdef K2K_HAS_CUTLASS_SM120
+K2K_EXPORT_TABLE(cutlass_sm120)
+#endif
+#else
+K2K_EXPORT_TABLE(K2K_FAMILY)
+#endif
