@@ -58,32 +58,53 @@ class MoELayer:
         return cls(cfg, gate, bias, w)
 
 
-def moe_forward(layer: MoELayer, x: torch.Tensor, timings: dict | None = None, impl=None) -> torch.Tensor:
-    """x [T, H] bf16 -> [T, H] bf16, through `impl`: torch.ops.k2kernels (default: CUDA kernels on a GPU)
-    or k2kernels.reference (the same computation by the PyTorch references, on any device).
-    If `timings` is a dict, per-stage seconds are added to it (synchronizing between stages: for the
-    demo, not for production)."""
+def route(layer: MoELayer, x: torch.Tensor, impl=None, clock=None):
+    """The router step: fp32 gate GEMM + topk_router -> (topk_w [T, k] fp32, ids [T, k] int32)."""
     impl = torch.ops.k2kernels if impl is None else impl
-    cfg, w = layer.cfg, layer.weights
-    T, k, I = x.shape[0], cfg.top_k, cfg.inter
-    clock = _Clock(x.device, timings)
-    logits = (x.float() @ layer.gate.float().t())
+    clock = clock or _no_clock
+    cfg = layer.cfg
+    logits = x.float() @ layer.gate.float().t()
     clock("router gate GEMM (torch)")
-    topk_w, ids = impl.topk_router(logits, layer.bias, k, cfg.scoring, 1, 1, True, cfg.routed_scaling_factor)
+    topk_w, ids = impl.topk_router(logits, layer.bias, cfg.top_k, cfg.scoring, 1, 1, True, cfg.routed_scaling_factor)
     clock("topk_router")
-    offsets, pairs, inverse, _ = impl.moe_align(ids, cfg.experts, 1, None)
+    return topk_w, ids
+
+
+def experts_forward(weights: NVFP4MoEWeights, x: torch.Tensor, topk_w: torch.Tensor, ids: torch.Tensor,
+                    expert_map: torch.Tensor | None = None, impl=None, clock=None) -> torch.Tensor:
+    """The post-routing half: out[t] = sum_j topk_w[t, j] * expert_{ids[t, j]}(x[t]) -> [T, H] bf16
+    (combine in fp32, one rounding). With `expert_map` (global -> local expert, -1 = not on this rank;
+    ids are then global) pairs of other ranks contribute nothing: moe_align gives them inverse -1 and
+    they are masked, never indexed. TP and EP (k2kernels/parallel) call this on their shards."""
+    impl = torch.ops.k2kernels if impl is None else impl
+    clock = clock or _no_clock
+    T, k = ids.shape
+    I = weights.w13.shape[1] // 2
+    offsets, pairs, inverse, _ = impl.moe_align(ids, weights.num_experts, 1, expert_map)
     clock("moe_align")
     a = x[(pairs // k).long()]
     clock("gather (torch)")
-    h = impl.moe_gemm(a, w.w13, w.w13_scale, w.w13_alpha, offsets, "bf16", None, "linear")
+    h = impl.moe_gemm(a, weights.w13, weights.w13_scale, weights.w13_alpha, offsets, "bf16", None, "linear")
     clock("moe_gemm gate_up")
     act = (F.silu(h[:, :I].float()) * h[:, I:].float()).to(torch.bfloat16)
     clock("silu*mul (torch)")
-    y = impl.moe_gemm(act, w.w2, w.w2_scale, w.w2_alpha, offsets, "bf16", None, "linear")
+    y = impl.moe_gemm(act, weights.w2, weights.w2_scale, weights.w2_alpha, offsets, "bf16", None, "linear")
     clock("moe_gemm down")
-    out = (y.float()[inverse.long()].reshape(T, k, -1) * topk_w.unsqueeze(-1)).sum(1).to(torch.bfloat16)
+    inv = inverse.long()
+    rows = torch.where((inv >= 0).unsqueeze(-1), y.float()[inv.clamp_min(0)], 0.0)
+    out = (rows.reshape(T, k, -1) * topk_w.unsqueeze(-1)).sum(1).to(torch.bfloat16)
     clock("combine (torch)")
     return out
+
+
+def moe_forward(layer: MoELayer, x: torch.Tensor, timings: dict | None = None, impl=None) -> torch.Tensor:
+    """x [T, H] bf16 -> [T, H] bf16: route + experts_forward, through `impl`: torch.ops.k2kernels
+    (default: CUDA kernels on a GPU) or k2kernels.reference (the same computation by the PyTorch
+    references, on any device). If `timings` is a dict, per-stage seconds are added to it
+    (synchronizing between stages: for the demo, not for production)."""
+    clock = _Clock(x.device, timings) if timings is not None else _no_clock
+    topk_w, ids = route(layer, x, impl, clock)
+    return experts_forward(layer.weights, x, topk_w, ids, None, impl, clock)
 
 
 class _Clock:
@@ -103,3 +124,7 @@ class _Clock:
         now = time.perf_counter()
         self.timings[stage] = self.timings.get(stage, 0.0) + now - self.t
         self.t = now
+
+
+def _no_clock(stage: str) -> None:
+    """Stage marker when nobody times: no host clock call, so torch.compile(fullgraph=True) can trace."""

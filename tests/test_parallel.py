@@ -67,27 +67,25 @@ def test_local_experts_reproduces_moe_forward_bitwise(layer):
 def test_local_experts_expert_map_drops_foreign_pairs(layer, monkeypatch):
     """Foreign pairs add nothing, even when the GEMM leaves their rows (past offsets[E]) as NaN,
     which the CUDA kernel may (it never writes them)."""
-    from k2kernels import ops as ops_mod
-    from k2kernels.parallel import local as local_mod
+    ops_mod = torch.ops.k2kernels
 
-    class PoisonedOps:
+    class PoisonedOps:             # passed as experts_forward's `impl` (torch.ops.k2kernels signatures)
         moe_align = staticmethod(ops_mod.moe_align)
-        topk_router = staticmethod(ops_mod.topk_router)
 
         @staticmethod
-        def moe_gemm(a, w, s, alpha, offsets, *args, **kw):
-            out = ops_mod.moe_gemm(a, w, s, alpha, offsets, *args, **kw).clone()
+        def moe_gemm(a, w, s, alpha, offsets, *args):
+            out = ops_mod.moe_gemm(a, w, s, alpha, offsets, *args).clone()
             out[int(offsets[-1]):] = float("nan")
             return out
 
-    monkeypatch.setattr(local_mod, "ops", PoisonedOps())
+    poisoned = PoisonedOps()
     x = torch.randn(6, CFG.hidden).to(torch.bfloat16)
     w, ids = par.route(layer, x)
     owner = par.ep_owner(CFG.experts, 2)
     parts = []
     for r in range(2):
         local, emap = par.shard_ep(layer.weights, owner, r)
-        parts.append(par.local_experts(local, x, w, ids, emap).float())
+        parts.append(par.local_experts(local, x, w, ids, emap, impl=poisoned).float())
         # the pairs of this rank only: weights of foreign pairs zeroed, full weights
         w_r = torch.where(owner[ids.long()] == r, w, torch.zeros_like(w))
         ref_r = par.local_experts(layer.weights, x, w_r, ids).float()
