@@ -8,8 +8,10 @@ OUT=${OUT:-/tmp/k2k_out}; mkdir -p "$OUT"
 BUDGET=${BUDGET:-540}
 T0=$(date +%s)
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
+PHASES=${PHASES:-all}   # e.g. PHASES="tests demo" runs only those phases
 phase() {   # phase NAME MAX_SECONDS LOG CMD...
   local name=$1 max=$2 log=$3; shift 3
+  if [[ $PHASES != all && " $PHASES " != *" $name "* ]]; then return; fi
   local l; l=$(left); (( l > max )) && l=$max
   if (( l < 10 )); then echo "== $name: skipped (out of time)" | tee -a "$OUT/$log"; return; fi
   echo "== $name (limit ${l}s, t=$(( $(date +%s) - T0 ))s)" | tee -a "$OUT/$log"
@@ -30,7 +32,7 @@ export K2K_REQUIRE_KERNELS=1
 # 2. tests (all of them except the nvcc compile checks, which CI runs)
 # -v with xdist prints "[gwN] FAILED test-id" as each test ends, so failures are named even when the
 # phase limit cuts the run before pytest's summary (two runs on 2026-11-29 lost their failure names so).
-phase tests 200 tests.log python3 -m pytest -v -p no:cacheprovider -n 8 -m "not slow" -k "not test_all_families_compile" tests/
+phase tests ${TEST_LIMIT:-300} tests.log python3 -m pytest -v -p no:cacheprovider -n 12 --durations=25 -m "not slow" -k "not test_all_families_compile" tests/
 grep -E "FAILED|ERROR" "$OUT/tests.log" | head -40; tail -3 "$OUT/tests.log"
 # 3. the main job
 phase demo 60 demo.log python3 -m k2kernels --tokens 1 --sweep 1,64,512 --plot "$OUT/roofline.png"
