@@ -7,11 +7,13 @@ every timed call is a CUDA-graph replay preceded by READING a 256 MB buffer (evi
 dirty lines); CUDA events around the replay only; median of the iterations. Bytes = weights + scales of
 the experts with rows + activations + output; % is of the 4.2 TB/s copy ceiling; TFLOP/s = 2 M N K / t.
 Columns: us = weights prepared once by prepare_moe_gemm_weights (scale_layout="tiled", what an engine
-would run); raw_us = the checkpoint layout (linear scales) as is, default kernel choice; regs_us /
-pipe_us = raw layout forced to the register-streaming / cp.async pipelined kernel; alt_us = the
+would run); raw_us = the checkpoint layout (linear scales) as is, default kernel choice (the persistent
+kernel for passes of <= 32 tokens); regs_us / pipe_us = raw layout forced to the earlier
+register-streaming / cp.async pipelined kernel; p512_us = raw layout, K2K_MOE_GEMM_CFG=p512 (persistent,
+K step 512); alt_us = the
 alternative pipeline config (tiled; K2K_MOE_GEMM_CFG=nt1b for T <= --regs-upto, nt8w8 = 128 rows per
 CTA for 64-token passes); lb_us = raw layout, K2K_MOE_GEMM_CFG=nt1lb (register kernel, 4 CTAs/SM);
-regs_us, pipe_us and lb_us only for T <= --regs-upto.
+regs_us, pipe_us, p512_us and lb_us only for T <= --regs-upto.
 """
 from __future__ import annotations
 
@@ -73,7 +75,7 @@ def main():
     flush = torch.ones(64 * 1024 * 1024, dtype=torch.float32, device=dev)
     print(f"# {torch.cuda.get_device_name()}  torch {torch.__version__}  E={E} top-{TOPK}")
     print(f"{'shape':8} {'T':>6} {'M':>7} {'act':>4} {'us':>9} {'TB/s':>6} {'%copy':>6} {'TFLOP/s':>8} "
-          f"{'torch_us':>9} {'torchTF':>8} {'speedup':>7} {'raw_us':>8} {'regs_us':>8} {'pipe_us':>8} {'alt_us':>8} {'lb_us':>8}")
+          f"{'torch_us':>9} {'torchTF':>8} {'speedup':>7} {'raw_us':>8} {'regs_us':>8} {'pipe_us':>8} {'p512_us':>8} {'alt_us':>8} {'lb_us':>8}")
     results = []
     for name in args.shapes.split(","):
         N, K = SHAPES[name]
@@ -95,7 +97,7 @@ def main():
                             flush, iters)
             raw_us = time_graph(lambda: torch.ops.k2kernels.moe_gemm(a, w, s, alpha, offsets), flush, iters)
             regs_us = float("nan")
-            pipe_us = lb_us = float("nan")
+            pipe_us = lb_us = p512_us = float("nan")
             if T <= args.regs_upto:
                 os.environ["K2K_MOE_GEMM_KERNEL"] = "pipe"
                 pipe_us = time_graph(lambda: torch.ops.k2kernels.moe_gemm(a, w, s, alpha, offsets), flush, iters)
@@ -104,6 +106,8 @@ def main():
                 del os.environ["K2K_MOE_GEMM_KERNEL"]
                 os.environ["K2K_MOE_GEMM_CFG"] = "nt1lb"
                 lb_us = time_graph(lambda: torch.ops.k2kernels.moe_gemm(a, w, s, alpha, offsets), flush, iters)
+                os.environ["K2K_MOE_GEMM_CFG"] = "p512"
+                p512_us = time_graph(lambda: torch.ops.k2kernels.moe_gemm(a, w, s, alpha, offsets), flush, iters)
                 del os.environ["K2K_MOE_GEMM_CFG"]
             alt_us = float("nan")
             alt = "nt1b" if T <= args.regs_upto else ("nt8w8" if M / min(E, M) > 24 else None)
@@ -112,7 +116,7 @@ def main():
                 alt_us = time_graph(lambda: torch.ops.k2kernels.moe_gemm(a, wt, st, alpha, offsets, "bf16", None, "tiled"),
                                     flush, iters)
                 del os.environ["K2K_MOE_GEMM_CFG"]
-            row = dict(regs_us=regs_us, pipe_us=pipe_us, lb_us=lb_us, raw_us=raw_us, alt_us=alt_us, shape=name, N=N, K=K, T=T, M=M, active=active, us=us, tbs=nbytes / us / 1e6,
+            row = dict(regs_us=regs_us, pipe_us=pipe_us, lb_us=lb_us, p512_us=p512_us, raw_us=raw_us, alt_us=alt_us, shape=name, N=N, K=K, T=T, M=M, active=active, us=us, tbs=nbytes / us / 1e6,
                        pct_copy=100 * nbytes / us / 1e6 / COPY_TBS, tflops=flops / us / 1e6)
             if wb is not None:
                 ends = offsets[1:].contiguous()
@@ -122,7 +126,7 @@ def main():
             results.append(row)
             print(f"{name:8} {T:6d} {M:7d} {active:4d} {us:9.1f} {row['tbs']:6.2f} {row['pct_copy']:6.1f} "
                   f"{row['tflops']:8.1f} {row.get('torch_us', float('nan')):9.1f} "
-                  f"{row.get('torch_tflops', float('nan')):8.1f} {row.get('speedup', float('nan')):7.2f} {raw_us:8.1f} {regs_us:8.1f} {pipe_us:8.1f} {alt_us:8.1f} {lb_us:8.1f}", flush=True)
+                  f"{row.get('torch_tflops', float('nan')):8.1f} {row.get('speedup', float('nan')):7.2f} {raw_us:8.1f} {regs_us:8.1f} {pipe_us:8.1f} {p512_us:8.1f} {alt_us:8.1f} {lb_us:8.1f}", flush=True)
             del a
         del w, s, wb, wt, st
         torch.cuda.empty_cache()

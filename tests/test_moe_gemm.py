@@ -146,6 +146,7 @@ SMALL = [  # (E, N, K, counts): N not a multiple of 64, K with a 128-tail, K % 1
     (4, 96, 1536, (0, 0, 33, 1)),
     (4, 128, 1152, (30, 50, 100, 40)),  # mean rows 55: 64-token passes (nt = 8)
     (2, 64, 384, (70, 3)),
+    (8, 192, 768, (1, 1, 1, 1, 1, 1, 1, 12)),  # 8-token passes, one expert needs two of them
     (3, 32, 64, (2, 0, 3)),           # K = 64: generic kernel
     (2, 48, 208, (5, 4)),             # K = 208: generic kernel
 ]
@@ -205,10 +206,12 @@ def test_tiled_matches_oracle(E, N, K, counts, kind):
 @pytest.mark.gpu
 @pytest.mark.parametrize("layout", ["tiled", "swizzled", "linear"])
 @pytest.mark.parametrize("cfg,E,N,K,counts", [("nt1b", *TILED[0]), ("nt1b", 2, 128, 1536, (1, 3)),
+                                              ("p512", *TILED[0]), ("p512", 2, 128, 1536, (1, 3)),
                                               ("nt1lb", *TILED[0]), ("nt1lb", 2, 128, 1536, (1, 3)),
                                               ("nt8w8", *TILED[3]), ("nt8w8", 2, 320, 2560, (70, 3))])
 def test_alt_config_matches(cfg, E, N, K, counts, layout, monkeypatch):
-    """The alternative configs used for tuning: nt1b (8 tokens, K step 256, 5 stages), nt1lb (register
+    """The alternative configs used for tuning: nt1b (8 tokens, K step 256, 5 stages), p512 (persistent
+    kernel, 8 tokens, K step 512; K = 1536 is not a multiple of the step), nt1lb (register
     kernel, 4 CTAs per SM; tiled falls back to the pipeline) and nt8w8 (64 tokens, 128 weight rows per
     CTA; N = 192 and 320 leave a half-empty last CTA)."""
     monkeypatch.setenv("K2K_MOE_GEMM_CFG", cfg)
@@ -220,10 +223,10 @@ def test_alt_config_matches(cfg, E, N, K, counts, layout, monkeypatch):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("kernel", ["regs", "pipe"])
-@pytest.mark.parametrize("E,N,K,counts", SMALL[:5])
+@pytest.mark.parametrize("kernel", ["regs", "pipe", "persist"])
+@pytest.mark.parametrize("E,N,K,counts", SMALL[:6])
 def test_each_kernel_matches(E, N, K, counts, kernel, monkeypatch):
-    """Both streaming kernels, forced for every token-tile config (the default picks per config)."""
+    """Every streaming kernel, forced for every token-tile config (the default picks per config)."""
     monkeypatch.setenv("K2K_MOE_GEMM_KERNEL", kernel)
     w, s, alpha = make_weights(E, N, K, "bytes", "cuda")
     offsets = offsets_from_counts(counts, "cuda")

@@ -37,21 +37,22 @@ int pick_nt(int64_t M, int64_t E) {
 }
 
 // Which streaming kernel runs (read at launch, so at capture time under CUDA graphs).
-// Default: the register-streaming kernel for 8-token passes on the checkpoint layouts (H200 run
-// 2026-11-29, gate_up E=384 top-8: 275 vs 312 us at T=4, 2347 vs 2725 us at T=64, equal at T=1),
-// the cp.async pipelined kernel for larger passes and for the tiled layout (the only one reading it).
-// K2K_MOE_GEMM_KERNEL=regs|pipe forces one (regs: nt <= 4 and raw layouts only, else pipe);
-// K2K_MOE_GEMM_CFG=nt1b / nt8w8 select the alternative 8-token / 64-token (128 rows per CTA) pipeline
-// configs, nt1lb the register kernel's 8-token config with 4 CTAs per SM. These are tuning knobs.
+// Default: the persistent kernel (moe_gemm_persist.cuh) for passes of 8-32 tokens, the cp.async
+// pipelined kernel for 64-token passes. K2K_MOE_GEMM_KERNEL=persist|regs|pipe forces one (persist:
+// nt <= 4; regs: nt <= 4 on raw layouts, else persist; pipe: any nt). K2K_MOE_GEMM_CFG selects an alternative
+// config: p512 (persistent, 8 tokens, K step 512), nt1b / nt8w8 (pipelined 8-token / 64-token with 128
+// rows per CTA), nt1lb (register kernel, 8 tokens, 4 CTAs per SM). These are tuning knobs (autotune.py).
 int stream_variant(int scale_layout, int nt) {
   const char* v = std::getenv("K2K_MOE_GEMM_KERNEL");
   const std::string kernel = v ? v : "auto";
   const char* c = std::getenv("K2K_MOE_GEMM_CFG");
-  if (c != nullptr && std::string(c) == "nt1lb" && nt == 1 && scale_layout != k2k::kTiled) return k2k::kStreamRegsLb;
-  const bool alt = c != nullptr && ((std::string(c) == "nt1b" && nt == 1) || (std::string(c) == "nt8w8" && nt == 8));
-  if (scale_layout == k2k::kTiled || kernel == "pipe" || alt) return alt ? k2k::kStreamPipeAlt : k2k::kStreamPipe;
-  if ((kernel == "regs" && nt <= 4) || nt == 1) return k2k::kStreamRegs;
-  return k2k::kStreamPipe;
+  const std::string cfg = c ? c : "";
+  if (cfg == "p512" && nt == 1) return k2k::kStreamPersistAlt;
+  if (cfg == "nt1lb" && nt == 1 && scale_layout != k2k::kTiled) return k2k::kStreamRegsLb;
+  if ((cfg == "nt1b" && nt == 1) || (cfg == "nt8w8" && nt == 8)) return k2k::kStreamPipeAlt;
+  if (kernel == "pipe" || nt > 4) return k2k::kStreamPipe;
+  if (kernel == "regs" && scale_layout != k2k::kTiled) return k2k::kStreamRegs;
+  return k2k::kStreamPersist;
 }
 
 void check_inputs(const at::Tensor& a, const at::Tensor& w, const at::Tensor& w_scale, const at::Tensor& w_alpha,
