@@ -184,6 +184,24 @@ def test_kimi_shapes_issue_rows(shape, E, kind):
     assert_close(out, cheap_reference(a, w, s, alpha, offsets))
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["linear", "swizzled", "tiled"])
+@pytest.mark.parametrize("bm", ["m64", "m128"])
+@pytest.mark.parametrize("E,N,K,counts", [(8, 4096, 7168, (0, 1, 3, 17, 128, 1000, 0, 65)),   # Kimi gate_up
+                                          (5, 320, 1536, (129, 0, 64, 1, 300)),              # N % 128 != 0
+                                          (3, 64, 512, (7, 200, 0))])
+def test_tile_kernel_matches(E, N, K, counts, bm, layout, monkeypatch):
+    """The prefill tile kernel forced (K2K_MOE_GEMM_KERNEL=tile) at both tile heights: partial token
+    tiles, experts spanning many tiles, empty experts, a half-empty last weight tile."""
+    monkeypatch.setenv("K2K_MOE_GEMM_KERNEL", "tile")
+    monkeypatch.setenv("K2K_MOE_GEMM_CFG", bm)
+    w, s, alpha = make_weights(E, N, K, "bytes", "cuda", layout)
+    offsets = offsets_from_counts(counts, "cuda")
+    a = torch.randn(sum(counts), K, device="cuda").to(torch.bfloat16)
+    out = run_op(a, w, s, alpha, offsets, scale_layout=layout)
+    assert_close(out, cheap_reference(a, w, s, alpha, offsets, layout))
+
+
 TILED = [  # N % 64 == 0, K % 512 == 0; every token-tile config (mean rows 1.7, 8.5, 13.4, 55)
     (3, 128, 1024, (2, 0, 3)),
     (4, 128, 2048, (0, 0, 33, 1)),
@@ -223,7 +241,7 @@ def test_alt_config_matches(cfg, E, N, K, counts, layout, monkeypatch):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("kernel", ["regs", "pipe", "persist"])
+@pytest.mark.parametrize("kernel", ["regs", "pipe", "persist", "tile"])
 @pytest.mark.parametrize("E,N,K,counts", SMALL[:6])
 def test_each_kernel_matches(E, N, K, counts, kernel, monkeypatch):
     """Every streaming kernel, forced for every token-tile config (the default picks per config)."""
@@ -285,7 +303,11 @@ def test_nvfp4_act_matches_reference(E, N, K, counts, per_expert):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("K", [7168, 64])
-def test_graph_replay_equals_eager(K):
+@pytest.mark.parametrize("kernel", ["auto", "tile"])
+def test_graph_replay_equals_eager(K, kernel, monkeypatch):
+    """auto = the persistent decode kernel for these row counts; tile = the prefill kernel forced."""
+    if kernel != "auto":
+        monkeypatch.setenv("K2K_MOE_GEMM_KERNEL", kernel)
     E, N = 16, 512
     w, s, alpha = make_weights(E, N, K, "bytes", "cuda")
     counts = [0, 1, 2, 0, 5, 0, 0, 3, 1, 0, 0, 9, 0, 0, 1, 2]
@@ -377,8 +399,11 @@ def test_bad_input_value_errors_cuda():
 
 
 @pytest.mark.gpu
-def test_small_sanitizer_case():
-    """The case the device command runs under compute-sanitizer memcheck (-k small)."""
+@pytest.mark.parametrize("kernel", ["auto", "tile", "pipe"])
+def test_small_sanitizer_case(kernel, monkeypatch):
+    """The case the device command runs under compute-sanitizer memcheck (-k small), for each kernel."""
+    if kernel != "auto":
+        monkeypatch.setenv("K2K_MOE_GEMM_KERNEL", kernel)
     E, N, K = 5, 200, 640
     w, s, alpha = make_weights(E, N, K, "bytes", "cuda", "swizzled")
     offsets = offsets_from_counts((1, 9, 0, 17, 40), "cuda")

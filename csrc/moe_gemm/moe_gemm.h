@@ -37,6 +37,11 @@ enum MoeStreamVariant : int {
 };
 bool launch_moe_gemm_stream(const MoeGemmParams& p, int nt, int variant, int smem_limit, cudaStream_t stream);
 
+// Prefill tile kernel (moe_gemm_tile.cuh): bm = 64 or 128 tokens x 128 weight rows per CTA, weights
+// dequantized once per CTA into shared memory. Needs K % 64 == 0 and 16-byte aligned a, w, w_scale.
+// Returns false (launching nothing) if its shared memory > smem_limit or M needs grid.y > 65535.
+bool launch_moe_gemm_tile(const MoeGemmParams& p, int bm, int smem_limit, cudaStream_t stream);
+
 // Any K % 16 == 0, any alignment: one thread per output, fp32 dot product. Slow; for odd shapes only.
 void launch_moe_gemm_generic(const MoeGemmParams& p, cudaStream_t stream);
 

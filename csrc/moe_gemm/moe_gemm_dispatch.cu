@@ -1,5 +1,5 @@
 // Config dispatch of the streaming kernels (one instantiation unit per config: moe_gemm_persist_nt*.cu,
-// moe_gemm_pipe_nt*.cu, moe_gemm_regs_nt*.cu).
+// moe_gemm_pipe_nt*.cu, moe_gemm_regs_nt*.cu, moe_gemm_tile_m*.cu).
 #include "moe_gemm/moe_gemm.h"
 
 namespace k2k {
@@ -13,10 +13,16 @@ bool launch_moe_gemm_persist_nt1(const MoeGemmParams& p, int smem_limit, cudaStr
 bool launch_moe_gemm_persist_nt1k512(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_persist_nt2(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_persist_nt4(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
+bool launch_moe_gemm_tile_m64(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
+bool launch_moe_gemm_tile_m128(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_regs_nt1(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_regs_nt1lb(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_regs_nt2(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_regs_nt4(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
+
+bool launch_moe_gemm_tile(const MoeGemmParams& p, int bm, int smem_limit, cudaStream_t stream) {
+  return bm == 64 ? launch_moe_gemm_tile_m64(p, smem_limit, stream) : launch_moe_gemm_tile_m128(p, smem_limit, stream);
+}
 
 bool launch_moe_gemm_stream(const MoeGemmParams& p, int nt, int variant, int smem_limit, cudaStream_t stream) {
   if (variant == kStreamPersist || variant == kStreamPersistAlt) {

@@ -55,6 +55,23 @@ int stream_variant(int scale_layout, int nt) {
   return k2k::kStreamPersist;
 }
 
+// Token rows per CTA of the prefill tile kernel, or 0 for the streaming kernels. Default: the tile
+// kernel once the mean rows per expert with rows exceed 24 (where the streaming kernels would make
+// 64-token passes), 128-token tiles from a mean of 96. K2K_MOE_GEMM_KERNEL=tile forces it (any M),
+// =persist|regs|pipe rules it out; K2K_MOE_GEMM_CFG=m64|m128 picks the tile height.
+int tile_rows(int64_t M, int64_t E) {
+  const char* v = std::getenv("K2K_MOE_GEMM_KERNEL");
+  const std::string kernel = v ? v : "auto";
+  const int64_t slots = M < E ? M : E;
+  const double mean = slots ? static_cast<double>(M) / static_cast<double>(slots) : 0.0;
+  if (kernel != "tile" && (kernel != "auto" || mean <= 24.0)) return 0;
+  const char* c = std::getenv("K2K_MOE_GEMM_CFG");
+  const std::string cfg = c ? c : "";
+  if (cfg == "m64") return 64;
+  if (cfg == "m128") return 128;
+  return mean >= 96.0 ? 128 : 64;
+}
+
 void check_inputs(const at::Tensor& a, const at::Tensor& w, const at::Tensor& w_scale, const at::Tensor& w_alpha,
                   const at::Tensor& offsets, const std::string& act, const std::optional<at::Tensor>& a_scale,
                   const std::string& scale_layout) {
@@ -158,11 +175,16 @@ at::Tensor moe_gemm_cuda(const at::Tensor& a, const at::Tensor& w, const at::Ten
   p.n_pad = static_cast<int>(w_scale.size(1));
   p.kb_pad = static_cast<int>(w_scale.size(2));
 
-  // The streaming kernel reads 16-byte vectors of a and w and 8-byte (tiled: 16-byte) scale groups.
-  const bool fast = K % 128 == 0 && aligned(p.a, 16) && aligned(p.w, 16) && aligned(p.w_scale, 16);
+  // The tile and streaming kernels read 16-byte vectors of a and w and 4- to 16-byte scale groups;
+  // the tile kernel needs K % 64 == 0, the streaming kernels K % 128 == 0; anything else: generic.
+  const bool aligned16 = aligned(p.a, 16) && aligned(p.w, 16) && aligned(p.w_scale, 16);
   bool launched = false;
-  if (fast) {
-    const int limit = k2k::smem_optin_limit(a.get_device());
+  const int limit = k2k::smem_optin_limit(a.get_device());
+  if (aligned16 && K % 64 == 0) {
+    const int bm = tile_rows(M, E);
+    if (bm > 0) launched = k2k::launch_moe_gemm_tile(p, bm, limit, stream);
+  }
+  if (aligned16 && K % 128 == 0 && !launched) {
     for (int nt = pick_nt(M, E); nt >= 1 && !launched; nt /= 2) {   // a config over the SMEM limit: smaller nt
       const int variant = stream_variant(p.scale_layout, nt);
       launched = k2k::launch_moe_gemm_stream(p, nt, variant, limit, stream);
