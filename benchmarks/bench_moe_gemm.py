@@ -6,12 +6,12 @@ Method (/work/shared/docs/gpu.md): uniform top-8 routing over E = 384 experts, r
 every timed call is a CUDA-graph replay preceded by READING a 256 MB buffer (evicts L2 without leaving
 dirty lines); CUDA events around the replay only; median of the iterations. Bytes = weights + scales of
 the experts with rows + activations + output; % is of the 4.2 TB/s copy ceiling; TFLOP/s = 2 M N K / t.
-Columns: us = weights prepared once by prepare_moe_gemm_weights (scale_layout="tiled", what an engine
-would run); raw_us = the checkpoint layout (linear scales) as is, default kernel choice; regs_us /
-pipe_us = raw layout forced to the register-streaming / cp.async pipelined kernel; alt_us = the
-alternative pipeline config (tiled; K2K_MOE_GEMM_CFG=nt1b for T <= --regs-upto, nt8w8 = 128 rows per
-CTA for 64-token passes); lb_us = raw layout, K2K_MOE_GEMM_CFG=nt1lb (register kernel, 4 CTAs/SM);
-regs_us, pipe_us and lb_us only for T <= --regs-upto.
+Columns: us = weights prepared once by prepare_moe_gemm_weights (scale_layout="tiled"), default kernel
+choice; raw_us = the checkpoint layout (linear scales) as is, default choice (persistent streaming kernel
+for passes of <= 32 tokens, the tile kernel above a mean of 24 rows per expert); forced, raw layout:
+regs_us / pipe_us = the earlier register-streaming / cp.async pipelined kernels, p512_us = persistent
+kernel with K step 512 (regs_us and p512_us for T <= --regs-upto), m64_us / m128_us = the prefill tile
+kernel with 64- / 128-token tiles (T >= 256).
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from k2kernels.moe_gemm_prepare import prepare_moe_gemm_weights
 SHAPES = {"gate_up": (4096, 7168), "down": (7168, 2048)}
 E, TOPK = 384, 8
 COPY_TBS = 4.2
+VARIANT_COLUMNS = ("raw_us", "regs_us", "pipe_us", "p512_us", "m64_us", "m128_us")
 BF16_TFLOPS = 767.0
 
 
@@ -73,7 +74,7 @@ def main():
     flush = torch.ones(64 * 1024 * 1024, dtype=torch.float32, device=dev)
     print(f"# {torch.cuda.get_device_name()}  torch {torch.__version__}  E={E} top-{TOPK}")
     print(f"{'shape':8} {'T':>6} {'M':>7} {'act':>4} {'us':>9} {'TB/s':>6} {'%copy':>6} {'TFLOP/s':>8} "
-          f"{'torch_us':>9} {'torchTF':>8} {'speedup':>7} {'raw_us':>8} {'regs_us':>8} {'pipe_us':>8} {'alt_us':>8} {'lb_us':>8}")
+          f"{'torch_us':>9} {'torchTF':>8} {'speedup':>7} " + " ".join(f"{c:>8}" for c in VARIANT_COLUMNS))
     results = []
     for name in args.shapes.split(","):
         N, K = SHAPES[name]
@@ -91,29 +92,34 @@ def main():
             nbytes = active * (N * K // 2 + N * K // 16) + M * K * 2 + M * N * 2
             flops = 2.0 * M * N * K
             iters = args.iters if T < 4096 else max(5, args.iters // 4)
-            us = time_graph(lambda: torch.ops.k2kernels.moe_gemm(a, wt, st, alpha, offsets, "bf16", None, "tiled"),
-                            flush, iters)
-            raw_us = time_graph(lambda: torch.ops.k2kernels.moe_gemm(a, w, s, alpha, offsets), flush, iters)
-            regs_us = float("nan")
-            pipe_us = lb_us = float("nan")
-            if T <= args.regs_upto:
-                os.environ["K2K_MOE_GEMM_KERNEL"] = "pipe"
-                pipe_us = time_graph(lambda: torch.ops.k2kernels.moe_gemm(a, w, s, alpha, offsets), flush, iters)
-                os.environ["K2K_MOE_GEMM_KERNEL"] = "regs"
-                regs_us = time_graph(lambda: torch.ops.k2kernels.moe_gemm(a, w, s, alpha, offsets), flush, iters)
-                del os.environ["K2K_MOE_GEMM_KERNEL"]
-                os.environ["K2K_MOE_GEMM_CFG"] = "nt1lb"
-                lb_us = time_graph(lambda: torch.ops.k2kernels.moe_gemm(a, w, s, alpha, offsets), flush, iters)
-                del os.environ["K2K_MOE_GEMM_CFG"]
-            alt_us = float("nan")
-            alt = "nt1b" if T <= args.regs_upto else ("nt8w8" if M / min(E, M) > 24 else None)
-            if alt:
-                os.environ["K2K_MOE_GEMM_CFG"] = alt
-                alt_us = time_graph(lambda: torch.ops.k2kernels.moe_gemm(a, wt, st, alpha, offsets, "bf16", None, "tiled"),
-                                    flush, iters)
-                del os.environ["K2K_MOE_GEMM_CFG"]
-            row = dict(regs_us=regs_us, pipe_us=pipe_us, lb_us=lb_us, raw_us=raw_us, alt_us=alt_us, shape=name, N=N, K=K, T=T, M=M, active=active, us=us, tbs=nbytes / us / 1e6,
-                       pct_copy=100 * nbytes / us / 1e6 / COPY_TBS, tflops=flops / us / 1e6)
+            def timed(env, tiled=False):
+                """Graph-replay time with the knobs `env` set while capturing (the launcher reads them)."""
+                old = {k: os.environ.get(k) for k in env}
+                os.environ.update(env)
+                try:
+                    if tiled:
+                        return time_graph(lambda: torch.ops.k2kernels.moe_gemm(a, wt, st, alpha, offsets, "bf16", None,
+                                                                                 "tiled"), flush, iters)
+                    return time_graph(lambda: torch.ops.k2kernels.moe_gemm(a, w, s, alpha, offsets), flush, iters)
+                finally:
+                    for k, v in old.items():
+                        if v is None:
+                            os.environ.pop(k, None)
+                        else:
+                            os.environ[k] = v
+
+            nan = float("nan")
+            decode, prefill = T <= args.regs_upto, T >= 256
+            us = timed({}, tiled=True)
+            row = dict(
+                raw_us=timed({}),
+                regs_us=timed({"K2K_MOE_GEMM_KERNEL": "regs"}) if decode else nan,
+                pipe_us=timed({"K2K_MOE_GEMM_KERNEL": "pipe"}),
+                p512_us=timed({"K2K_MOE_GEMM_CFG": "p512"}) if decode else nan,
+                m64_us=timed({"K2K_MOE_GEMM_KERNEL": "tile", "K2K_MOE_GEMM_CFG": "m64"}) if prefill else nan,
+                m128_us=timed({"K2K_MOE_GEMM_KERNEL": "tile", "K2K_MOE_GEMM_CFG": "m128"}) if prefill else nan,
+                shape=name, N=N, K=K, T=T, M=M, active=active, us=us, tbs=nbytes / us / 1e6,
+                pct_copy=100 * nbytes / us / 1e6 / COPY_TBS, tflops=flops / us / 1e6)
             if wb is not None:
                 ends = offsets[1:].contiguous()
                 bt = wb.transpose(1, 2)
@@ -122,7 +128,8 @@ def main():
             results.append(row)
             print(f"{name:8} {T:6d} {M:7d} {active:4d} {us:9.1f} {row['tbs']:6.2f} {row['pct_copy']:6.1f} "
                   f"{row['tflops']:8.1f} {row.get('torch_us', float('nan')):9.1f} "
-                  f"{row.get('torch_tflops', float('nan')):8.1f} {row.get('speedup', float('nan')):7.2f} {raw_us:8.1f} {regs_us:8.1f} {pipe_us:8.1f} {alt_us:8.1f} {lb_us:8.1f}", flush=True)
+                  f"{row.get('torch_tflops', float('nan')):8.1f} {row.get('speedup', float('nan')):7.2f} "
+                  + " ".join(f"{row[c]:8.1f}" for c in VARIANT_COLUMNS), flush=True)
             del a
         del w, s, wb, wt, st
         torch.cuda.empty_cache()

@@ -69,17 +69,19 @@ def _launcher_reads(family: str, text: str) -> bool:
     return text in _launcher_source(family)
 
 
-_NTS = {"pipe": (1, 2, 4, 8), "regs": (1, 2, 4)}
-# K2K_MOE_GEMM_CFG values -> the alternative pipeline config they select (and only for that nt)
-_CFG_TAGS = {"nt1b": "moe_gemm_pipe_nt1b", "nt8w8": "moe_gemm_pipe_nt8w8"}
+_NTS = {"persist": (1, 2, 4), "pipe": (1, 2, 4, 8), "regs": (1, 2, 4)}
+# K2K_MOE_GEMM_CFG values -> (kernel, the alternative config they select (and only for that nt))
+_CFG_TAGS = {"p512": ("persist", "moe_gemm_persist_nt1k512"), "nt1b": ("pipe", "moe_gemm_pipe_nt1b"),
+             "nt8w8": ("pipe", "moe_gemm_pipe_nt8w8")}
 
 
 def moe_gemm_configs() -> list[Config]:
     """moe_gemm's tuning knobs, as its launcher (csrc/moe_gemm/moe_gemm_ops.cpp) reads them per call:
-    K2K_MOE_GEMM_KERNEL = regs | pipe (unset: its heuristic), K2K_MOE_GEMM_CFG = nt1b | nt8w8 (an
-    alternative pipe config for 8- / 64-token passes), K2K_MOE_GEMM_NT (if it ever reads one). A
+    K2K_MOE_GEMM_KERNEL = persist | regs | pipe | tile (unset: its heuristic; tile with
+    K2K_MOE_GEMM_CFG = m64 | m128), K2K_MOE_GEMM_CFG = p512 | nt1b |
+    nt8w8 (an alternative persist / pipe config for 8- / 64-token passes), K2K_MOE_GEMM_NT (if it ever reads one). A
     knob the launcher does not mention is not enumerated. nt itself is the launcher's pick_nt()."""
-    all_tags = tuple(f"moe_gemm_{k}_nt{n}" for k, nts in _NTS.items() for n in nts)
+    all_tags = tuple(f"moe_gemm_{k}_nt{n}" for k, nts in _NTS.items() for n in nts) + ("moe_gemm_tile_m64", "moe_gemm_tile_m128")
     out = [Config("moe_gemm", "auto", (), smem_tags=all_tags, note="the launcher's own heuristic")]
     if not _launcher_reads("moe_gemm", "K2K_MOE_GEMM_KERNEL"):
         return out
@@ -93,12 +95,16 @@ def moe_gemm_configs() -> list[Config]:
             # the launcher steps down to a smaller nt when a config does not fit: any of these may launch
             out.append(Config("moe_gemm", kernel, (("K2K_MOE_GEMM_KERNEL", kernel),),
                               smem_tags=tuple(f"moe_gemm_{kernel}_nt{nt}" for nt in nts)))
+    if _launcher_reads("moe_gemm", '"tile"'):          # the prefill tile kernel at each tile height
+        for bm in (64, 128):
+            out.append(Config("moe_gemm", f"tile_m{bm}", (("K2K_MOE_GEMM_KERNEL", "tile"), ("K2K_MOE_GEMM_CFG", f"m{bm}")),
+                              smem_tags=(f"moe_gemm_tile_m{bm}",), note=f"prefill tile kernel, {bm}-token tiles"))
     if _launcher_reads("moe_gemm", "K2K_MOE_GEMM_CFG"):
-        for value, tag in _CFG_TAGS.items():
+        for value, (kernel, tag) in _CFG_TAGS.items():
             if _launcher_reads("moe_gemm", f'"{value}"'):
-                out.append(Config("moe_gemm", f"pipe_{value}", (("K2K_MOE_GEMM_KERNEL", "pipe"), ("K2K_MOE_GEMM_CFG", value)),
-                                  smem_tags=(tag,) + tuple(f"moe_gemm_pipe_nt{nt}" for nt in _NTS["pipe"]),
-                                  note=f"alternative pipe config {value} (applies to its nt only)"))
+                out.append(Config("moe_gemm", f"{kernel}_{value}", (("K2K_MOE_GEMM_KERNEL", kernel), ("K2K_MOE_GEMM_CFG", value)),
+                                  smem_tags=(tag,) + tuple(f"moe_gemm_{kernel}_nt{nt}" for nt in _NTS[kernel]),
+                                  note=f"alternative {kernel} config {value} (applies to its nt only)"))
     return out
 
 

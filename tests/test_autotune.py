@@ -81,7 +81,7 @@ def test_configs_enumerate_what_the_launchers_expose():
     names = {c.name for c in cfgs}
     assert "auto" in names and dict(next(c for c in cfgs if c.name == "auto").knobs) == {}
     kernels = {dict(c.knobs).get("K2K_MOE_GEMM_KERNEL") for c in cfgs if c.name != "auto"}
-    assert kernels == {"pipe", "regs"}                 # the launcher reads K2K_MOE_GEMM_KERNEL today
+    assert kernels == {"persist", "pipe", "regs", "tile"}   # the launcher reads K2K_MOE_GEMM_KERNEL today
     if at._launcher_reads("moe_gemm", "K2K_MOE_GEMM_NT"):
         assert names >= {"pipe_nt1", "pipe_nt8", "regs_nt4"}
     else:

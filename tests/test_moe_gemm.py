@@ -146,6 +146,7 @@ SMALL = [  # (E, N, K, counts): N not a multiple of 64, K with a 128-tail, K % 1
     (4, 96, 1536, (0, 0, 33, 1)),
     (4, 128, 1152, (30, 50, 100, 40)),  # mean rows 55: 64-token passes (nt = 8)
     (2, 64, 384, (70, 3)),
+    (8, 192, 768, (1, 1, 1, 1, 1, 1, 1, 12)),  # 8-token passes, one expert needs two of them
     (3, 32, 64, (2, 0, 3)),           # K = 64: generic kernel
     (2, 48, 208, (5, 4)),             # K = 208: generic kernel
 ]
@@ -183,6 +184,24 @@ def test_kimi_shapes_issue_rows(shape, E, kind):
     assert_close(out, cheap_reference(a, w, s, alpha, offsets))
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["linear", "swizzled", "tiled"])
+@pytest.mark.parametrize("bm", ["m64", "m128"])
+@pytest.mark.parametrize("E,N,K,counts", [(8, 4096, 7168, (0, 1, 3, 17, 128, 1000, 0, 65)),   # Kimi gate_up
+                                          (5, 320, 1536, (129, 0, 64, 1, 300)),              # N % 128 != 0
+                                          (3, 64, 512, (7, 200, 0))])
+def test_tile_kernel_matches(E, N, K, counts, bm, layout, monkeypatch):
+    """The prefill tile kernel forced (K2K_MOE_GEMM_KERNEL=tile) at both tile heights: partial token
+    tiles, experts spanning many tiles, empty experts, a half-empty last weight tile."""
+    monkeypatch.setenv("K2K_MOE_GEMM_KERNEL", "tile")
+    monkeypatch.setenv("K2K_MOE_GEMM_CFG", bm)
+    w, s, alpha = make_weights(E, N, K, "bytes", "cuda", layout)
+    offsets = offsets_from_counts(counts, "cuda")
+    a = torch.randn(sum(counts), K, device="cuda").to(torch.bfloat16)
+    out = run_op(a, w, s, alpha, offsets, scale_layout=layout)
+    assert_close(out, cheap_reference(a, w, s, alpha, offsets, layout))
+
+
 TILED = [  # N % 64 == 0, K % 512 == 0; every token-tile config (mean rows 1.7, 8.5, 13.4, 55)
     (3, 128, 1024, (2, 0, 3)),
     (4, 128, 2048, (0, 0, 33, 1)),
@@ -205,10 +224,12 @@ def test_tiled_matches_oracle(E, N, K, counts, kind):
 @pytest.mark.gpu
 @pytest.mark.parametrize("layout", ["tiled", "swizzled", "linear"])
 @pytest.mark.parametrize("cfg,E,N,K,counts", [("nt1b", *TILED[0]), ("nt1b", 2, 128, 1536, (1, 3)),
+                                              ("p512", *TILED[0]), ("p512", 2, 128, 1536, (1, 3)),
                                               ("nt1lb", *TILED[0]), ("nt1lb", 2, 128, 1536, (1, 3)),
                                               ("nt8w8", *TILED[3]), ("nt8w8", 2, 320, 2560, (70, 3))])
 def test_alt_config_matches(cfg, E, N, K, counts, layout, monkeypatch):
-    """The alternative configs used for tuning: nt1b (8 tokens, K step 256, 5 stages), nt1lb (register
+    """The alternative configs used for tuning: nt1b (8 tokens, K step 256, 5 stages), p512 (persistent
+    kernel, 8 tokens, K step 512; K = 1536 is not a multiple of the step), nt1lb (register
     kernel, 4 CTAs per SM; tiled falls back to the pipeline) and nt8w8 (64 tokens, 128 weight rows per
     CTA; N = 192 and 320 leave a half-empty last CTA)."""
     monkeypatch.setenv("K2K_MOE_GEMM_CFG", cfg)
@@ -220,10 +241,10 @@ def test_alt_config_matches(cfg, E, N, K, counts, layout, monkeypatch):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("kernel", ["regs", "pipe"])
-@pytest.mark.parametrize("E,N,K,counts", SMALL[:5])
+@pytest.mark.parametrize("kernel", ["regs", "pipe", "persist", "tile"])
+@pytest.mark.parametrize("E,N,K,counts", SMALL[:6])
 def test_each_kernel_matches(E, N, K, counts, kernel, monkeypatch):
-    """Both streaming kernels, forced for every token-tile config (the default picks per config)."""
+    """Every streaming kernel, forced for every token-tile config (the default picks per config)."""
     monkeypatch.setenv("K2K_MOE_GEMM_KERNEL", kernel)
     w, s, alpha = make_weights(E, N, K, "bytes", "cuda")
     offsets = offsets_from_counts(counts, "cuda")
@@ -282,7 +303,11 @@ def test_nvfp4_act_matches_reference(E, N, K, counts, per_expert):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("K", [7168, 64])
-def test_graph_replay_equals_eager(K):
+@pytest.mark.parametrize("kernel", ["auto", "tile"])
+def test_graph_replay_equals_eager(K, kernel, monkeypatch):
+    """auto = the persistent decode kernel for these row counts; tile = the prefill kernel forced."""
+    if kernel != "auto":
+        monkeypatch.setenv("K2K_MOE_GEMM_KERNEL", kernel)
     E, N = 16, 512
     w, s, alpha = make_weights(E, N, K, "bytes", "cuda")
     counts = [0, 1, 2, 0, 5, 0, 0, 3, 1, 0, 0, 9, 0, 0, 1, 2]
@@ -374,8 +399,11 @@ def test_bad_input_value_errors_cuda():
 
 
 @pytest.mark.gpu
-def test_small_sanitizer_case():
-    """The case the device command runs under compute-sanitizer memcheck (-k small)."""
+@pytest.mark.parametrize("kernel", ["auto", "tile", "pipe"])
+def test_small_sanitizer_case(kernel, monkeypatch):
+    """The case the device command runs under compute-sanitizer memcheck (-k small), for each kernel."""
+    if kernel != "auto":
+        monkeypatch.setenv("K2K_MOE_GEMM_KERNEL", kernel)
     E, N, K = 5, 200, 640
     w, s, alpha = make_weights(E, N, K, "bytes", "cuda", "swizzled")
     offsets = offsets_from_counts((1, 9, 0, 17, 40), "cuda")

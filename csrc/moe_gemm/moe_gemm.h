@@ -26,13 +26,21 @@ struct MoeGemmParams {
   int a_scale_per_expert;          // a_scale has E values (else one)
 };
 
-// Swap-AB weight-streaming kernels (tokens on the MMA's N side, 8 * nt tokens per pass): the cp.async
+// Swap-AB weight-streaming kernels (tokens on the MMA's N side, 8 * nt tokens per pass): the persistent
+// one (nt in {1, 2, 4}; moe_gemm_persist.cuh; kStreamPersistAlt: K step 512 for nt = 1), the cp.async
 // pipelined one (nt in {1, 2, 4, 8}; moe_gemm_pipe.cuh; kStreamPipeAlt: other nt = 1 / nt = 8 config) or the first register-
 // streaming version (nt in {1, 2, 4}; moe_gemm_regs.cuh; raw layouts only). Need K % 128 == 0, 16-byte
 // aligned a, w and w_scale. Return false (launching nothing) if the config's shared memory > smem_limit.
 // kStreamRegsLb: the register kernel's nt = 1 config compiled for 4 CTAs per SM.
-enum MoeStreamVariant : int { kStreamPipe = 0, kStreamRegs = 1, kStreamPipeAlt = 2, kStreamRegsLb = 3 };
+enum MoeStreamVariant : int {
+  kStreamPipe = 0, kStreamRegs = 1, kStreamPipeAlt = 2, kStreamRegsLb = 3, kStreamPersist = 4, kStreamPersistAlt = 5
+};
 bool launch_moe_gemm_stream(const MoeGemmParams& p, int nt, int variant, int smem_limit, cudaStream_t stream);
+
+// Prefill tile kernel (moe_gemm_tile.cuh): bm = 64 or 128 tokens x 128 weight rows per CTA, weights
+// dequantized once per CTA into shared memory. Needs K % 64 == 0 and 16-byte aligned a, w, w_scale.
+// Returns false (launching nothing) if its shared memory > smem_limit or M needs grid.y > 65535.
+bool launch_moe_gemm_tile(const MoeGemmParams& p, int bm, int smem_limit, cudaStream_t stream);
 
 // Any K % 16 == 0, any alignment: one thread per output, fp32 dot product. Slow; for odd shapes only.
 void launch_moe_gemm_generic(const MoeGemmParams& p, cudaStream_t stream);

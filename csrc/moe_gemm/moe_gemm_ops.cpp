@@ -37,21 +37,39 @@ int pick_nt(int64_t M, int64_t E) {
 }
 
 // Which streaming kernel runs (read at launch, so at capture time under CUDA graphs).
-// Default: the register-streaming kernel for 8-token passes on the checkpoint layouts (H200 run
-// 2026-11-29, gate_up E=384 top-8: 275 vs 312 us at T=4, 2347 vs 2725 us at T=64, equal at T=1),
-// the cp.async pipelined kernel for larger passes and for the tiled layout (the only one reading it).
-// K2K_MOE_GEMM_KERNEL=regs|pipe forces one (regs: nt <= 4 and raw layouts only, else pipe);
-// K2K_MOE_GEMM_CFG=nt1b / nt8w8 select the alternative 8-token / 64-token (128 rows per CTA) pipeline
-// configs, nt1lb the register kernel's 8-token config with 4 CTAs per SM. These are tuning knobs.
+// Default: the persistent kernel (moe_gemm_persist.cuh) for passes of 8-32 tokens, the cp.async
+// pipelined kernel for 64-token passes. K2K_MOE_GEMM_KERNEL=persist|regs|pipe forces one (persist:
+// nt <= 4; regs: nt <= 4 on raw layouts, else persist; pipe: any nt). K2K_MOE_GEMM_CFG selects an alternative
+// config: p512 (persistent, 8 tokens, K step 512), nt1b / nt8w8 (pipelined 8-token / 64-token with 128
+// rows per CTA), nt1lb (register kernel, 8 tokens, 4 CTAs per SM). These are tuning knobs (autotune.py).
 int stream_variant(int scale_layout, int nt) {
   const char* v = std::getenv("K2K_MOE_GEMM_KERNEL");
   const std::string kernel = v ? v : "auto";
   const char* c = std::getenv("K2K_MOE_GEMM_CFG");
-  if (c != nullptr && std::string(c) == "nt1lb" && nt == 1 && scale_layout != k2k::kTiled) return k2k::kStreamRegsLb;
-  const bool alt = c != nullptr && ((std::string(c) == "nt1b" && nt == 1) || (std::string(c) == "nt8w8" && nt == 8));
-  if (scale_layout == k2k::kTiled || kernel == "pipe" || alt) return alt ? k2k::kStreamPipeAlt : k2k::kStreamPipe;
-  if ((kernel == "regs" && nt <= 4) || nt == 1) return k2k::kStreamRegs;
-  return k2k::kStreamPipe;
+  const std::string cfg = c ? c : "";
+  if (cfg == "p512" && nt == 1) return k2k::kStreamPersistAlt;
+  if (cfg == "nt1lb" && nt == 1 && scale_layout != k2k::kTiled) return k2k::kStreamRegsLb;
+  if ((cfg == "nt1b" && nt == 1) || (cfg == "nt8w8" && nt == 8)) return k2k::kStreamPipeAlt;
+  if (kernel == "pipe" || nt > 4) return k2k::kStreamPipe;
+  if (kernel == "regs" && scale_layout != k2k::kTiled) return k2k::kStreamRegs;
+  return k2k::kStreamPersist;
+}
+
+// Token rows per CTA of the prefill tile kernel, or 0 for the streaming kernels. Default: the tile
+// kernel once the mean rows per expert with rows exceed 24 (where the streaming kernels would make
+// 64-token passes), 128-token tiles from a mean of 96. K2K_MOE_GEMM_KERNEL=tile forces it (any M),
+// =persist|regs|pipe rules it out; K2K_MOE_GEMM_CFG=m64|m128 picks the tile height.
+int tile_rows(int64_t M, int64_t E) {
+  const char* v = std::getenv("K2K_MOE_GEMM_KERNEL");
+  const std::string kernel = v ? v : "auto";
+  const int64_t slots = M < E ? M : E;
+  const double mean = slots ? static_cast<double>(M) / static_cast<double>(slots) : 0.0;
+  if (kernel != "tile" && (kernel != "auto" || mean <= 24.0)) return 0;
+  const char* c = std::getenv("K2K_MOE_GEMM_CFG");
+  const std::string cfg = c ? c : "";
+  if (cfg == "m64") return 64;
+  if (cfg == "m128") return 128;
+  return mean >= 96.0 ? 128 : 64;
 }
 
 void check_inputs(const at::Tensor& a, const at::Tensor& w, const at::Tensor& w_scale, const at::Tensor& w_alpha,
@@ -157,11 +175,16 @@ at::Tensor moe_gemm_cuda(const at::Tensor& a, const at::Tensor& w, const at::Ten
   p.n_pad = static_cast<int>(w_scale.size(1));
   p.kb_pad = static_cast<int>(w_scale.size(2));
 
-  // The streaming kernel reads 16-byte vectors of a and w and 8-byte (tiled: 16-byte) scale groups.
-  const bool fast = K % 128 == 0 && aligned(p.a, 16) && aligned(p.w, 16) && aligned(p.w_scale, 16);
+  // The tile and streaming kernels read 16-byte vectors of a and w and 4- to 16-byte scale groups;
+  // the tile kernel needs K % 64 == 0, the streaming kernels K % 128 == 0; anything else: generic.
+  const bool aligned16 = aligned(p.a, 16) && aligned(p.w, 16) && aligned(p.w_scale, 16);
   bool launched = false;
-  if (fast) {
-    const int limit = k2k::smem_optin_limit(a.get_device());
+  const int limit = k2k::smem_optin_limit(a.get_device());
+  if (aligned16 && K % 64 == 0) {
+    const int bm = tile_rows(M, E);
+    if (bm > 0) launched = k2k::launch_moe_gemm_tile(p, bm, limit, stream);
+  }
+  if (aligned16 && K % 128 == 0 && !launched) {
     for (int nt = pick_nt(M, E); nt >= 1 && !launched; nt /= 2) {   // a config over the SMEM limit: smaller nt
       const int variant = stream_variant(p.scale_layout, nt);
       launched = k2k::launch_moe_gemm_stream(p, nt, variant, limit, stream);

@@ -1,0 +1,304 @@
+// Persistent swap-AB weight-streaming grouped GEMM (the decode kernel).
+//
+// Same math, K order, shared-memory layouts and dequantization as moe_gemm_pipe.cuh (read that first);
+// what changes is the scheduling, which is what limited the earlier kernels to ~1.6-2.0 TB/s on the H200
+// (benchmarks/RESULTS.md, run 2):
+//   1. Persistent CTAs. The grid is (SMs x resident CTAs per SM), and CTA b walks the work units
+//      b, b + grid, b + 2 grid, ...; a unit is (j-th expert with rows, 64-row N tile). The earlier
+//      kernels launched one CTA per unit: at T = 1 that is 512 CTAs for 396 resident slots, a 1.3-wave
+//      tail in which a third of the SMs streamed nothing.
+//   2. One pipeline across units. The producer runs kStages - 1 stages ahead through the whole list of
+//      (unit, token group, K step), so no pipeline fill or drain happens at a unit boundary: each SM
+//      keeps (kStages - 1) x (resident CTAs) stages of weights in flight for the whole kernel.
+//   3. Two accumulator sets (even / odd words), so consecutive MMAs of a warp do not wait on each
+//      other's result (with one token tile every MMA of a step used to chain on the same registers).
+//
+// Units are ordered N-tile-fastest, so CTAs running at the same time share an expert's activations in L2.
+// Rows before offsets[0] and after offsets[E] (no expert) are written as zeros, grid-stride.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <cstdint>
+
+#include "moe_gemm/moe_gemm.h"
+#include "moe_gemm/moe_gemm_common.cuh"
+#include "moe_gemm/moe_gemm_mma.cuh"
+#include "moe_gemm/moe_gemm_pipe.cuh"
+
+namespace k2k {
+namespace moe {
+
+constexpr int kPersistWarps = 4;                   // 64 weight rows per unit
+constexpr int kPersistStaticSmemReserve = 2048;    // expert bitmask + what the compiler adds
+
+// Position of the producer or the consumer in a CTA's work list: unit, token group, K step.
+struct WorkPos {
+  int unit;           // index into (active expert slot, N tile); >= units when the list is done
+  int expert;         // expert of the unit
+  int64_t row0;       // its first row
+  int count;          // its rows
+  int n0;             // first weight row (output column) of the unit
+  int tg;             // first token of the current group
+  int s;              // K step
+};
+
+// The j-th set bit of the expert bitmask (j < number of set bits).
+__device__ __forceinline__ int nth_active_expert(const uint32_t* nz_words, int words, int j) {
+  for (int wi = 0; wi < words; ++wi) {
+    uint32_t m = nz_words[wi];
+    const int c = __popc(m);
+    if (j < c) {
+      for (int t = 0; t < j; ++t) m &= m - 1;
+      return wi * 32 + __ffs(m) - 1;
+    }
+    j -= c;
+  }
+  return -1;
+}
+
+struct WorkList {
+  const MoeGemmParams* p;
+  const uint32_t* nz_words;
+  int words, units, ntiles, steps, tokens, stride;
+
+  __device__ __forceinline__ void set_unit(WorkPos& w, int unit) const {
+    w.unit = unit;
+    w.tg = 0;
+    w.s = 0;
+    if (unit >= units) return;
+    w.expert = nth_active_expert(nz_words, words, unit / ntiles);
+    w.n0 = (unit % ntiles) * (kPersistWarps * 16);
+    w.row0 = clamped_offset(*p, w.expert);
+    w.count = static_cast<int>(clamped_offset(*p, w.expert + 1) - w.row0);
+  }
+  __device__ __forceinline__ void advance(WorkPos& w) const {
+    if (++w.s < steps) return;
+    w.s = 0;
+    w.tg += tokens;
+    if (w.tg < w.count) return;
+    set_unit(w, w.unit + stride);
+  }
+};
+
+// Fills the bitmask of experts with rows; returns how many. All threads of the CTA call it (it syncs).
+template <int kThreads>
+__device__ __forceinline__ int mark_active_experts(const MoeGemmParams& p, uint32_t* nz_words) {
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int words = (p.E + 31) / 32;
+  for (int base = 0; base < words * 32; base += kThreads) {
+    const int e = base + tid;
+    const bool nz = e < p.E && clamped_offset(p, e + 1) > clamped_offset(p, e);
+    const uint32_t bits = __ballot_sync(0xFFFFFFFFu, nz);
+    const int wi = (base >> 5) + warp;
+    if (lane == 0 && wi < words) nz_words[wi] = bits;
+  }
+  __syncthreads();
+  int active = 0;
+  for (int wi = 0; wi < words; ++wi) active += __popc(nz_words[wi]);
+  return active;
+}
+
+// Rows [0, offsets[0]) and [offsets[E], M) belong to no expert: zeros, spread over the whole grid.
+__device__ __forceinline__ void zero_rows_without_expert(const MoeGemmParams& p) {
+  const int64_t lo = clamped_offset(p, 0), hi = clamped_offset(p, p.E);
+  const int64_t total = (lo + p.M - hi) * p.N;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / p.N;
+    const int64_t row = r < lo ? r : hi + (r - lo);
+    p.out[row * p.N + i % p.N] = __float2bfloat16(0.f);
+  }
+}
+
+template <int kNT, int kStepK, int kStages, int kLayout>
+__global__ void __launch_bounds__(kPersistWarps * 32)
+moe_gemm_persist_kernel(const MoeGemmParams p) {
+  using Cfg = PipeCfg<kNT, kStepK, kStages, kPersistWarps>;
+  constexpr int kThreads = Cfg::kThreads;
+  constexpr int kTokens = 8 * kNT;
+  extern __shared__ __align__(16) uint8_t pipe_smem[];
+  __shared__ uint32_t nz_words[kMaxExpertWords];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, q = lane & 3;
+
+  const int active = mark_active_experts<kThreads>(p, nz_words);
+  zero_rows_without_expert(p);
+  const int ntiles = (p.N + Cfg::kRows - 1) / Cfg::kRows;
+  const WorkList list{&p, nz_words, (p.E + 31) / 32, active * ntiles, ntiles, (p.K + kStepK - 1) / kStepK,
+                      kTokens, static_cast<int>(gridDim.x)};
+  WorkPos prod, cons;
+  list.set_unit(prod, blockIdx.x);
+  if (prod.unit >= list.units) return;
+  cons = prod;
+  const int kblocks = p.K / 16;
+
+  // Copies stage `w` (weights, scales, activations of one K step) into buffer `buf` (see moe_gemm_pipe.cuh).
+  auto load_stage = [&](const WorkPos& w, int buf) {
+    uint8_t* st = pipe_smem + buf * Cfg::kStageBytes;
+#pragma unroll
+    for (int i = tid; i < Cfg::kRows * Cfg::kCpr; i += kThreads) {
+      const int r = i / Cfg::kCpr, c = i % Cfg::kCpr;
+      const int n = min(w.n0 + r, p.N - 1);
+      const int k = w.s * kStepK + c * 32;
+      const bool valid = k < p.K;
+      const uint8_t* src = p.w + weight_index<kLayout>(p, w.expert, n, valid ? k / 2 : 0);
+      cp_async_16(st + (r * Cfg::kCpr + weight_chunk_swizzle<Cfg::kCpr>(r, c)) * 16, src, valid ? 16 : 0);
+    }
+    uint8_t* ss = st + Cfg::kWeightBytes;
+    constexpr int kPiece = kLayout == kScaleLinear ? 8 : (kLayout == kTiled ? (Cfg::kSb < 16 ? Cfg::kSb : 16) : 4);
+    constexpr int kPieces = Cfg::kSb / kPiece;
+#pragma unroll
+    for (int i = tid; i < Cfg::kRows * kPieces; i += kThreads) {
+      const int r = i / kPieces, j = i % kPieces;
+      const int n = min(w.n0 + r, p.N - 1);
+      const int kb = w.s * Cfg::kSb + j * kPiece;
+      const bool valid = kb < kblocks;
+      const uint8_t* src = p.w_scale + scale_index<kLayout>(p, w.expert, n, valid ? kb : 0);
+      if constexpr (kPiece == 16) cp_async_16(ss + r * Cfg::kSb + j * kPiece, src, valid ? kPiece : 0);
+      else cp_async_small<kPiece>(ss + r * Cfg::kSb + j * kPiece, src, valid ? kPiece : 0);
+    }
+    uint8_t* sa = ss + Cfg::kScaleBytes;
+    constexpr int kAch = kStepK / 8;
+#pragma unroll
+    for (int i = tid; i < kTokens * kAch; i += kThreads) {
+      const int tok = i / kAch, kc = i % kAch;
+      const int k = w.s * kStepK + kc * 8;
+      const bool valid = (w.tg + tok < w.count) && (k < p.K);
+      const __nv_bfloat16* src = p.a + (valid ? (w.row0 + w.tg + tok) * p.K + k : 0);
+      const int pos = ((tok >> 3) * Cfg::kWpt + kc % Cfg::kWpt) * 32 + (tok & 7) * 4 + kc / Cfg::kWpt;
+      cp_async_16(sa + pos * 16, src, valid ? 16 : 0);
+    }
+  };
+
+  float acc[kNT][2][4];
+  auto zero_acc = [&]() {
+#pragma unroll
+    for (int t = 0; t < kNT; ++t)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) acc[t][h][0] = acc[t][h][1] = acc[t][h][2] = acc[t][h][3] = 0.f;
+  };
+  zero_acc();
+
+#pragma unroll
+  for (int j = 0; j < kStages - 1; ++j) {
+    if (prod.unit < list.units) {
+      load_stage(prod, j);
+      list.advance(prod);
+    }
+    cp_async_commit();
+  }
+
+  const int rA = warp * 16 + g, rB = rA + 8;
+  int buf = 0;
+  while (cons.unit < list.units) {
+    cp_async_wait<kStages - 2>();
+    __syncthreads();                 // stage `buf` visible; the buffer refilled below fully consumed
+    if (prod.unit < list.units) {
+      load_stage(prod, buf == 0 ? kStages - 1 : buf - 1);
+      list.advance(prod);
+    }
+    cp_async_commit();
+
+    const uint8_t* st = pipe_smem + buf * Cfg::kStageBytes;
+    const uint4* wsm = reinterpret_cast<const uint4*>(st);
+    uint4 wa[Cfg::kCpt], wb[Cfg::kCpt];
+#pragma unroll
+    for (int i = 0; i < Cfg::kCpt; ++i) {
+      const int c = q * Cfg::kCpt + i;
+      wa[i] = wsm[rA * Cfg::kCpr + weight_chunk_swizzle<Cfg::kCpr>(rA, c)];
+      wb[i] = wsm[rB * Cfg::kCpr + weight_chunk_swizzle<Cfg::kCpr>(rB, c)];
+    }
+    const uint8_t* ss = st + Cfg::kWeightBytes;
+    uint2 sa2 = make_uint2(0, 0), sb2 = make_uint2(0, 0);
+    if constexpr (Cfg::kSbt == 8) {
+      sa2 = *reinterpret_cast<const uint2*>(ss + rA * Cfg::kSb + q * 8);
+      sb2 = *reinterpret_cast<const uint2*>(ss + rB * Cfg::kSb + q * 8);
+    } else if constexpr (Cfg::kSbt == 4) {
+      sa2.x = *reinterpret_cast<const uint32_t*>(ss + rA * Cfg::kSb + q * 4);
+      sb2.x = *reinterpret_cast<const uint32_t*>(ss + rB * Cfg::kSb + q * 4);
+    } else {
+      sa2.x = *reinterpret_cast<const uint16_t*>(ss + rA * Cfg::kSb + q * 2);
+      sb2.x = *reinterpret_cast<const uint16_t*>(ss + rB * Cfg::kSb + q * 2);
+    }
+    uint32_t scA[Cfg::kSbt], scB[Cfg::kSbt];
+    convert_scales_n<Cfg::kSbt>(sa2, scA);
+    convert_scales_n<Cfg::kSbt>(sb2, scB);
+    const uint4* act = reinterpret_cast<const uint4*>(ss + Cfg::kScaleBytes) + lane;
+#pragma unroll
+    for (int wd = 0; wd < Cfg::kWpt; ++wd) {
+      const uint32_t wA = (&wa[wd >> 2].x)[wd & 3], wB = (&wb[wd >> 2].x)[wd & 3];
+      uint32_t ra[4], rb[4];
+      dequant_word(wA, scA[wd >> 1], ra);
+      dequant_word(wB, scB[wd >> 1], rb);
+#pragma unroll
+      for (int t = 0; t < kNT; ++t) {
+        const uint4 x = act[(t * Cfg::kWpt + wd) * 32];
+        const uint32_t b0 = __byte_perm(x.x, x.z, 0x5410), b1 = __byte_perm(x.x, x.z, 0x7632);
+        const uint32_t b2 = __byte_perm(x.y, x.w, 0x5410), b3 = __byte_perm(x.y, x.w, 0x7632);
+        mma_bf16_16816(acc[t][wd & 1], ra[0], rb[0], ra[1], rb[1], b0, b1);
+        mma_bf16_16816(acc[t][wd & 1], ra[2], rb[2], ra[3], rb[3], b2, b3);
+      }
+    }
+
+    if (cons.s == list.steps - 1) {    // last K step of a token group: write it out
+      const float alpha = expert_alpha(p, cons.expert) * kEpilogueShift;
+      const int nA = cons.n0 + rA, nB = cons.n0 + rB;
+#pragma unroll
+      for (int t = 0; t < kNT; ++t) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int tok = cons.tg + t * 8 + 2 * q + h;
+          if (tok >= cons.count) continue;
+          __nv_bfloat16* orow = p.out + (cons.row0 + tok) * p.N;
+          if (nA < p.N) orow[nA] = __float2bfloat16((acc[t][0][h] + acc[t][1][h]) * alpha);
+          if (nB < p.N) orow[nB] = __float2bfloat16((acc[t][0][2 + h] + acc[t][1][2 + h]) * alpha);
+        }
+      }
+      zero_acc();
+    }
+    list.advance(cons);
+    buf = buf + 1 == kStages ? 0 : buf + 1;
+  }
+  cp_async_wait<0>();
+}
+
+template <int kNT, int kStepK, int kStages, int kLayout>
+void launch_persist_layout(const MoeGemmParams& p, int smem, int max_units, cudaStream_t stream) {
+  auto* k = moe_gemm_persist_kernel<kNT, kStepK, kStages, kLayout>;
+  int dev = 0;
+  cudaGetDevice(&dev);
+  // Resident CTAs per SM of this instantiation, queried once per device (a host call per launch would
+  // cost microseconds at decode).
+  static int resident_per_sm[64] = {};
+  static int sm_count[64] = {};
+  const int slot = dev >= 0 && dev < 64 ? dev : 0;
+  if (resident_per_sm[slot] == 0) {    // the attribute is per device too: set it once with the query
+    cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    int occ = 0, sms = 0;
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, k, kPersistWarps * 32, smem);
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    sm_count[slot] = sms > 0 ? sms : 1;
+    resident_per_sm[slot] = occ > 0 ? occ : 1;
+  }
+  const int64_t resident = int64_t(sm_count[slot]) * resident_per_sm[slot];
+  const int grid = static_cast<int>(max_units < resident ? max_units : resident);
+  k<<<grid, kPersistWarps * 32, smem, stream>>>(p);
+}
+
+// Returns false (launching nothing) if the config's shared memory exceeds smem_limit.
+template <int kNT, int kStepK, int kStages>
+bool launch_persist(const MoeGemmParams& p, int smem_limit, cudaStream_t stream) {
+  using Cfg = PipeCfg<kNT, kStepK, kStages, kPersistWarps>;
+  constexpr int smem = Cfg::kSmemBytes;
+  if (smem > smem_limit) return false;
+  const int64_t slots = p.M < p.E ? p.M : p.E;       // experts with rows, at most
+  if (slots == 0) return true;
+  const int64_t ntiles = (p.N + Cfg::kRows - 1) / Cfg::kRows;
+  const int max_units = static_cast<int>(slots * ntiles < (int64_t(1) << 30) ? slots * ntiles : (int64_t(1) << 30));
+  if (p.scale_layout == kScaleLinear) launch_persist_layout<kNT, kStepK, kStages, kScaleLinear>(p, smem, max_units, stream);
+  else if (p.scale_layout == kTiled) launch_persist_layout<kNT, kStepK, kStages, kTiled>(p, smem, max_units, stream);
+  else launch_persist_layout<kNT, kStepK, kStages, kScaleSwizzled>(p, smem, max_units, stream);
+  return true;
+}
+
+}  // namespace moe
+}  // namespace k2k
