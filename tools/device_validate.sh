@@ -9,6 +9,7 @@ BUDGET=${BUDGET:-540}
 T0=$(date +%s)
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
 PHASES=${PHASES:-all}   # e.g. PHASES="tests demo" runs only those phases
+# Also: TESTS (pytest paths, default tests/), TEST_LIMIT, BENCH_MOE_ARGS (default --quick), BENCH_MOE_LIMIT.
 phase() {   # phase NAME MAX_SECONDS LOG CMD...
   local name=$1 max=$2 log=$3; shift 3
   if [[ $PHASES != all && " $PHASES " != *" $name "* ]]; then return; fi
@@ -32,14 +33,14 @@ export K2K_REQUIRE_KERNELS=1
 # 2. tests (all of them except the nvcc compile checks, which CI runs)
 # -v with xdist prints "[gwN] FAILED test-id" as each test ends, so failures are named even when the
 # phase limit cuts the run before pytest's summary (two runs on 2026-11-29 lost their failure names so).
-phase tests ${TEST_LIMIT:-300} tests.log python3 -m pytest -v -p no:cacheprovider -n 12 --durations=25 -m "not slow" -k "not test_all_families_compile" tests/
+phase tests ${TEST_LIMIT:-300} tests.log python3 -m pytest -v -p no:cacheprovider -n 12 --durations=25 -m "not slow" -k "not test_all_families_compile" ${TESTS:-tests/}
 grep -E "FAILED|ERROR" "$OUT/tests.log" | head -40; tail -3 "$OUT/tests.log"
 # 3. the main job
 phase demo 60 demo.log python3 -m k2kernels --tokens 1 --sweep 1,64,512 --plot "$OUT/roofline.png"
 tail -25 "$OUT/demo.log"
 # 4. benchmarks (the peers run in the same process)
 phase bench_fused 90 bench.log python3 benchmarks/bench_fused_moe.py --tokens 1,8,64,512,4096 --iters 10 --layouts linear --json /tmp/bf.json
-phase bench_moe_gemm 80 bench.log python3 benchmarks/bench_moe_gemm.py --quick --iters 10 --json /tmp/bm.json
+phase bench_moe_gemm ${BENCH_MOE_LIMIT:-80} bench.log python3 benchmarks/bench_moe_gemm.py ${BENCH_MOE_ARGS:---quick} --iters 10 --json /tmp/bm.json
 phase bench_router 30 bench.log python3 benchmarks/bench_router.py --quick
 phase bench_attention 60 bench.log python3 benchmarks/bench_attention.py --quick --json /tmp/ba.json
 # 5. compute-sanitizer memcheck on the small cases of the new kernels
