@@ -48,5 +48,5 @@ phase memcheck 60 sanitizer.log compute-sanitizer --tool memcheck --error-exitco
   tests/test_fused_moe.py tests/test_moe_gemm.py tests/test_router.py -k "small or tiny" 
 tail -4 "$OUT/sanitizer.log"
 # 6. autotune (whatever time is left)
-phase autotune 60 autotune.log python3 -m k2kernels.autotune --preset kimi-k2 --tokens 1,64,4096 --ops moe_gemm,fused_moe --iters 5 --out "$OUT/h200.json"
+phase autotune ${AUTOTUNE_LIMIT:-60} autotune.log python3 -m k2kernels.autotune --preset kimi-k2 --tokens 1,64,4096 --ops moe_gemm,fused_moe --iters 5 --out "$OUT/h200.json"
 echo "total t=$(( $(date +%s) - T0 ))s"
