@@ -46,12 +46,17 @@ __device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
 }
 
 // One word of 8 nibbles -> 4 bf16x2 registers (n_i low, n_{i+4} high), times the block scale.
+// Register i: mask nibbles n_i and n_{i+4} (at bits 4i' and 16 + 4i', i' = i % 2, of w or w >> 8), then
+// one multiply moves each to both bit 6 (e2m1 magnitude -> bf16 bits 8..6) and bit 12 (sign -> bit 15):
+// the two shifted copies do not overlap, so the product has no carries. Per register: 2 logic ops and
+// one IMAD (the decode kernels are issue-bound; IMAD runs on the FMA pipe, logic ops on the slower ALU).
 __device__ __forceinline__ void dequant_word(uint32_t w, uint32_t scale2, uint32_t r[4]) {
-  constexpr uint32_t kMag = 0x01C001C0u, kSign = 0x80008000u;
-  r[0] = bf16x2_mul(((w << 6) & kMag) | ((w << 12) & kSign), scale2);
-  r[1] = bf16x2_mul(((w << 2) & kMag) | ((w << 8) & kSign), scale2);
-  r[2] = bf16x2_mul(((w >> 2) & kMag) | ((w << 4) & kSign), scale2);
-  r[3] = bf16x2_mul(((w >> 6) & kMag) | (w & kSign), scale2);
+  constexpr uint32_t kKeep = 0x81C081C0u;
+  const uint32_t hi = w >> 8;
+  r[0] = bf16x2_mul(((w & 0x000F000Fu) * 0x1040u) & kKeep, scale2);
+  r[1] = bf16x2_mul(((w & 0x00F000F0u) * 0x104u) & kKeep, scale2);
+  r[2] = bf16x2_mul(((hi & 0x000F000Fu) * 0x1040u) & kKeep, scale2);
+  r[3] = bf16x2_mul(((hi & 0x00F000F0u) * 0x104u) & kKeep, scale2);
 }
 
 __device__ __forceinline__ void mma_bf16_16816(float c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,

@@ -58,15 +58,17 @@ int stream_variant(int scale_layout, int nt) {
 // Token rows per CTA of the prefill tile kernel, or 0 for the streaming kernels. Default: the tile
 // kernel once the mean rows per expert with rows exceed 24 (where the streaming kernels would make
 // 64-token passes), 128-token tiles from a mean of 96. K2K_MOE_GEMM_KERNEL=tile forces it (any M),
-// =persist|regs|pipe rules it out; K2K_MOE_GEMM_CFG=m64|m128 picks the tile height.
+// =persist|regs|pipe (or a streaming K2K_MOE_GEMM_CFG) rules it out; K2K_MOE_GEMM_CFG=m64|m128 picks
+// the tile height.
 int tile_rows(int64_t M, int64_t E) {
   const char* v = std::getenv("K2K_MOE_GEMM_KERNEL");
   const std::string kernel = v ? v : "auto";
   const int64_t slots = M < E ? M : E;
   const double mean = slots ? static_cast<double>(M) / static_cast<double>(slots) : 0.0;
-  if (kernel != "tile" && (kernel != "auto" || mean <= 24.0)) return 0;
   const char* c = std::getenv("K2K_MOE_GEMM_CFG");
   const std::string cfg = c ? c : "";
+  const bool stream_cfg = cfg == "p512" || cfg == "nt1b" || cfg == "nt1lb" || cfg == "nt8w8";
+  if (kernel != "tile" && (kernel != "auto" || stream_cfg || mean <= 24.0)) return 0;
   if (cfg == "m64") return 64;
   if (cfg == "m128") return 128;
   return mean >= 96.0 ? 128 : 64;

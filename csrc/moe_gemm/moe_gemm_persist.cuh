@@ -109,6 +109,41 @@ __device__ __forceinline__ void zero_rows_without_expert(const MoeGemmParams& p)
   }
 }
 
+// Byte offsets for the copies of a 64-row unit (rows n0 .. n0 + 63, n0 % 64 == 0): weight / scale =
+// 64-bit offsets of (expert, row n0, K = 0); weight_row / scale_row = offsets of row n0 + r (clamped to
+// N - 1) relative to them; step_weight / step_scale = what K step k0 adds (the same for every row).
+// Same byte addresses as weight_index / scale_index (moe_gemm_common.cuh), which define the layouts.
+template <int kLayout>
+struct UnitAddress {
+  int64_t weight, scale;
+  __device__ __forceinline__ UnitAddress(const MoeGemmParams& p, int e, int n0) {
+    weight = weight_index<kLayout>(p, e, n0, 0);
+    scale = scale_index<kLayout>(p, e, n0, 0);
+  }
+  __device__ __forceinline__ static int weight_row(const MoeGemmParams& p, int n0, int r) {
+    const int dn = min(n0 + r, p.N - 1) - n0;
+    if constexpr (kLayout == kTiled) return dn * (kTileK / 2);        // rows of one [64 x 256 B] tile
+    else return dn * (p.K / 2);
+  }
+  // piece = byte offset of the piece within the row's scales of a step (a multiple of 4)
+  __device__ __forceinline__ static int scale_row(const MoeGemmParams& p, int n0, int r, int piece) {
+    const int n = min(n0 + r, p.N - 1);
+    if constexpr (kLayout == kScaleLinear) return (n - n0) * (p.K / 16) + piece;
+    else if constexpr (kLayout == kTiled) return (n - n0) * (kTileK / 16) + piece;
+    else return (piece >> 2) * 512 + ((n & 31) * 16 + ((n >> 5) & 3) * 4) - ((n0 & 31) * 16 + ((n0 >> 5) & 3) * 4);
+  }
+  // k0 = the step's first K (a multiple of the step, which divides 512)
+  __device__ __forceinline__ static int64_t step_weight(int k0) {
+    if constexpr (kLayout == kTiled) return int64_t(k0 / kTileK) * (kTileN * kTileK / 2) + (k0 % kTileK) / 2;
+    else return k0 / 2;
+  }
+  __device__ __forceinline__ static int64_t step_scale(int k0) {
+    if constexpr (kLayout == kScaleLinear) return k0 / 16;
+    else if constexpr (kLayout == kTiled) return int64_t(k0 / kTileK) * (kTileN * kTileK / 16) + (k0 % kTileK) / 16;
+    else return int64_t(k0 / 64) * 512;                                 // 4 blocks of 16 per 128x4 tile
+  }
+};
+
 template <int kNT, int kStepK, int kStages, int kLayout>
 __global__ void __launch_bounds__(kPersistWarps * 32)
 moe_gemm_persist_kernel(const MoeGemmParams p) {
@@ -131,41 +166,76 @@ moe_gemm_persist_kernel(const MoeGemmParams p) {
   cons = prod;
   const int kblocks = p.K / 16;
 
-  // Copies stage `w` (weights, scales, activations of one K step) into buffer `buf` (see moe_gemm_pipe.cuh).
-  auto load_stage = [&](const WorkPos& w, int buf) {
-    uint8_t* st = pipe_smem + buf * Cfg::kStageBytes;
+  // Copies stage `w` (weights, scales, activations of one K step) into buffer `buf` (smem layouts as in
+  // moe_gemm_pipe.cuh). The kernel is issue-bound at decode (H200: IPC ~3.8 in the first version,
+  // whose copies spent ~800 integer instructions per thread per step next to ~380 of math), so each
+  // thread's source rows are resolved once per (unit, token group) into pointers (`plan_copies`) and a
+  // step only adds the step's offset. Copies that are off (past K, past the expert's rows) read 0 bytes
+  // at the row's first address, which is valid.
+  constexpr int kPiece = kLayout == kScaleLinear ? 8 : (kLayout == kTiled ? (Cfg::kSb < 16 ? Cfg::kSb : 16) : 4);
+  constexpr int kPieces = Cfg::kSb / kPiece;
+  constexpr int kAch = kStepK / 8;                                  // 16-byte activation chunks per token
+  constexpr int kWC = Cfg::kRows * Cfg::kCpr / kThreads;            // copies per thread per step
+  constexpr int kScaleCopies = Cfg::kRows * kPieces;
+  constexpr int kSC = kScaleCopies >= kThreads ? kScaleCopies / kThreads : 1;
+  constexpr int kAC = kTokens * kAch / kThreads;
+  static_assert(kWC >= 1 && Cfg::kRows * Cfg::kCpr % kThreads == 0 && kThreads % Cfg::kCpr == 0, "weight copies");
+  static_assert(kScaleCopies % kThreads == 0 || kScaleCopies < kThreads, "scale copies");
+  static_assert(kThreads % kPieces == 0, "scale piece of a thread");
+  static_assert(kAC >= 1 && kTokens * kAch % kThreads == 0 && kThreads % kAch == 0, "activation copies");
+  const bool scale_copier = kScaleCopies >= kThreads || tid < kScaleCopies;
+  const int wc = tid % Cfg::kCpr, pc = tid % kPieces, kc = tid % kAch;   // fixed per thread
+  const uint8_t* wsrc[kWC];
+  const uint8_t* ssrc[kSC];
+  const uint8_t* asrc[kAC];
+  bool arow[kAC];
+
+  auto plan_copies = [&](const WorkPos& w) {
+    const UnitAddress<kLayout> at(p, w.expert, w.n0);
 #pragma unroll
-    for (int i = tid; i < Cfg::kRows * Cfg::kCpr; i += kThreads) {
-      const int r = i / Cfg::kCpr, c = i % Cfg::kCpr;
-      const int n = min(w.n0 + r, p.N - 1);
-      const int k = w.s * kStepK + c * 32;
-      const bool valid = k < p.K;
-      const uint8_t* src = p.w + weight_index<kLayout>(p, w.expert, n, valid ? k / 2 : 0);
-      cp_async_16(st + (r * Cfg::kCpr + weight_chunk_swizzle<Cfg::kCpr>(r, c)) * 16, src, valid ? 16 : 0);
+    for (int j = 0; j < kWC; ++j)
+      wsrc[j] = p.w + at.weight + at.weight_row(p, w.n0, (tid + j * kThreads) / Cfg::kCpr) + wc * 16;
+#pragma unroll
+    for (int j = 0; j < kSC; ++j)
+      ssrc[j] = p.w_scale + at.scale + at.scale_row(p, w.n0, (tid + j * kThreads) / kPieces, pc * kPiece);
+#pragma unroll
+    for (int j = 0; j < kAC; ++j) {
+      const int tok = (tid + j * kThreads) / kAch;
+      arow[j] = w.tg + tok < w.count;
+      asrc[j] = reinterpret_cast<const uint8_t*>(p.a + (arow[j] ? (w.row0 + w.tg + tok) * p.K + kc * 8 : 0));
+    }
+  };
+
+  auto load_stage = [&](const WorkPos& w, int buf) {
+    if (w.s == 0) plan_copies(w);                                   // a new unit or token group
+    uint8_t* st = pipe_smem + buf * Cfg::kStageBytes;
+    const int k0 = w.s * kStepK;
+    const bool wvalid = k0 + wc * 32 < p.K;
+    const int64_t woff = wvalid ? UnitAddress<kLayout>::step_weight(k0) : 0;
+#pragma unroll
+    for (int j = 0; j < kWC; ++j) {
+      const int r = (tid + j * kThreads) / Cfg::kCpr;
+      cp_async_16(st + (r * Cfg::kCpr + weight_chunk_swizzle<Cfg::kCpr>(r, wc)) * 16, wsrc[j] + woff, wvalid ? 16 : 0);
     }
     uint8_t* ss = st + Cfg::kWeightBytes;
-    constexpr int kPiece = kLayout == kScaleLinear ? 8 : (kLayout == kTiled ? (Cfg::kSb < 16 ? Cfg::kSb : 16) : 4);
-    constexpr int kPieces = Cfg::kSb / kPiece;
+    if (scale_copier) {
+      const bool svalid = w.s * Cfg::kSb + pc * kPiece < kblocks;
+      const int64_t soff = svalid ? UnitAddress<kLayout>::step_scale(k0) : 0;
 #pragma unroll
-    for (int i = tid; i < Cfg::kRows * kPieces; i += kThreads) {
-      const int r = i / kPieces, j = i % kPieces;
-      const int n = min(w.n0 + r, p.N - 1);
-      const int kb = w.s * Cfg::kSb + j * kPiece;
-      const bool valid = kb < kblocks;
-      const uint8_t* src = p.w_scale + scale_index<kLayout>(p, w.expert, n, valid ? kb : 0);
-      if constexpr (kPiece == 16) cp_async_16(ss + r * Cfg::kSb + j * kPiece, src, valid ? kPiece : 0);
-      else cp_async_small<kPiece>(ss + r * Cfg::kSb + j * kPiece, src, valid ? kPiece : 0);
+      for (int j = 0; j < kSC; ++j) {
+        uint8_t* dst = ss + ((tid + j * kThreads) / kPieces) * Cfg::kSb + pc * kPiece;
+        if constexpr (kPiece == 16) cp_async_16(dst, ssrc[j] + soff, svalid ? kPiece : 0);
+        else cp_async_small<kPiece>(dst, ssrc[j] + soff, svalid ? kPiece : 0);
+      }
     }
     uint8_t* sa = ss + Cfg::kScaleBytes;
-    constexpr int kAch = kStepK / 8;
+    const bool kvalid = k0 + kc * 8 < p.K;
 #pragma unroll
-    for (int i = tid; i < kTokens * kAch; i += kThreads) {
-      const int tok = i / kAch, kc = i % kAch;
-      const int k = w.s * kStepK + kc * 8;
-      const bool valid = (w.tg + tok < w.count) && (k < p.K);
-      const __nv_bfloat16* src = p.a + (valid ? (w.row0 + w.tg + tok) * p.K + k : 0);
+    for (int j = 0; j < kAC; ++j) {
+      const int tok = (tid + j * kThreads) / kAch;
+      const bool valid = arow[j] && kvalid;
       const int pos = ((tok >> 3) * Cfg::kWpt + kc % Cfg::kWpt) * 32 + (tok & 7) * 4 + kc / Cfg::kWpt;
-      cp_async_16(sa + pos * 16, src, valid ? 16 : 0);
+      cp_async_16(sa + pos * 16, asrc[j] + (valid ? int64_t(k0) * 2 : 0), valid ? 16 : 0);
     }
   };
 

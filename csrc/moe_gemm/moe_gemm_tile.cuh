@@ -69,9 +69,11 @@ __device__ __forceinline__ uint4 dequant_word_natural(uint32_t w, uint32_t scale
   uint32_t r[4];
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
-    // bytes: [u_j, sign-replicate of u_j (= 0), v_j, sign-replicate of v_j (= 0)]
+    // bytes: [u_j, sign-replicate of u_j (= 0), v_j, sign-replicate of v_j (= 0)]. prmt's selector msb
+    // replicates the sign; __byte_perm would mask the selectors to 3 bits (copying u_j, v_j instead).
     const uint32_t sel = j | ((8 + j) << 4) | ((4 + j) << 8) | ((12 + j) << 12);
-    const uint32_t x = __byte_perm(u, v, sel);
+    uint32_t x;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(x) : "r"(u), "r"(v), "r"(sel));
     r[j] = bf16x2_mul((x * 0x1040u) & 0x81C081C0u, scale2);
   }
   return make_uint4(r[0], r[1], r[2], r[3]);
@@ -140,8 +142,8 @@ __global__ void __launch_bounds__(kTileThreads) moe_gemm_tile_kernel(const MoeGe
     uint8_t* st = stages + buf * Cfg::kStageBytes;
     const int k0 = s * kTileBK;
 #pragma unroll
-    for (int i = tid; i < kBM * 8; i += kTileThreads) {          // activations: kBM rows x 8 chunks
-      const int r = i >> 3, c = i & 7;
+    for (int j = 0; j < kBM * 8 / kTileThreads; ++j) {           // activations: kBM rows x 8 chunks
+      const int i = tid + j * kTileThreads, r = i >> 3, c = i & 7;
       const bool valid = r < rows;
       const __nv_bfloat16* src = p.a + (valid ? (row0 + r) * p.K + k0 + c * 8 : 0);
       cp_async_16(st + tile_chunk(r, c), src, valid ? 16 : 0);
