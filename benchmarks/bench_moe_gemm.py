@@ -10,7 +10,8 @@ Columns: us = weights prepared once by prepare_moe_gemm_weights (scale_layout="t
 choice; raw_us = the checkpoint layout (linear scales) as is, default choice (persistent streaming kernel
 for passes of <= 32 tokens, the tile kernel above a mean of 24 rows per expert); forced, raw layout:
 regs_us / pipe_us = the earlier register-streaming / cp.async pipelined kernels, p512_us = persistent
-kernel with K step 512 (regs_us and p512_us for T <= --regs-upto), m64_us / m128_us = the prefill tile
+kernel with K step 512, p3_us = persistent kernel with 3 stages and 5 CTAs per SM (regs_us, p512_us
+and p3_us for T <= --regs-upto), m64_us / m128_us = the prefill tile
 kernel with 64- / 128-token tiles (T >= 256).
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ from k2kernels.moe_gemm_prepare import prepare_moe_gemm_weights
 SHAPES = {"gate_up": (4096, 7168), "down": (7168, 2048)}
 E, TOPK = 384, 8
 COPY_TBS = 4.2
-VARIANT_COLUMNS = ("raw_us", "regs_us", "pipe_us", "p512_us", "m64_us", "m128_us")
+VARIANT_COLUMNS = ("raw_us", "regs_us", "pipe_us", "p512_us", "p3_us", "m64_us", "m128_us")
 BF16_TFLOPS = 767.0
 
 
@@ -116,6 +117,7 @@ def main():
                 regs_us=timed({"K2K_MOE_GEMM_KERNEL": "regs"}) if decode else nan,
                 pipe_us=timed({"K2K_MOE_GEMM_KERNEL": "pipe"}),
                 p512_us=timed({"K2K_MOE_GEMM_CFG": "p512"}) if decode else nan,
+                p3_us=timed({"K2K_MOE_GEMM_CFG": "p3"}) if decode else nan,
                 m64_us=timed({"K2K_MOE_GEMM_KERNEL": "tile", "K2K_MOE_GEMM_CFG": "m64"}) if prefill else nan,
                 m128_us=timed({"K2K_MOE_GEMM_KERNEL": "tile", "K2K_MOE_GEMM_CFG": "m128"}) if prefill else nan,
                 shape=name, N=N, K=K, T=T, M=M, active=active, us=us, tbs=nbytes / us / 1e6,

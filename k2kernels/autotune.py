@@ -71,7 +71,7 @@ def _launcher_reads(family: str, text: str) -> bool:
 
 _NTS = {"persist": (1, 2, 4), "pipe": (1, 2, 4, 8), "regs": (1, 2, 4)}
 # K2K_MOE_GEMM_CFG values -> (kernel, the alternative config they select (and only for that nt))
-_CFG_TAGS = {"p512": ("persist", "moe_gemm_persist_nt1k512"), "nt1b": ("pipe", "moe_gemm_pipe_nt1b"),
+_CFG_TAGS = {"p512": ("persist", "moe_gemm_persist_nt1k512"), "p3": ("persist", "moe_gemm_persist_nt1s3"), "nt1b": ("pipe", "moe_gemm_pipe_nt1b"),
              "nt8w8": ("pipe", "moe_gemm_pipe_nt8w8")}
 
 

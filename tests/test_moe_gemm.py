@@ -225,6 +225,7 @@ def test_tiled_matches_oracle(E, N, K, counts, kind):
 @pytest.mark.parametrize("layout", ["tiled", "swizzled", "linear"])
 @pytest.mark.parametrize("cfg,E,N,K,counts", [("nt1b", *TILED[0]), ("nt1b", 2, 128, 1536, (1, 3)),
                                               ("p512", *TILED[0]), ("p512", 2, 128, 1536, (1, 3)),
+                                              ("p3", *TILED[0]), ("p3", 2, 128, 1536, (1, 3)),
                                               ("nt1lb", *TILED[0]), ("nt1lb", 2, 128, 1536, (1, 3)),
                                               ("nt8w8", *TILED[3]), ("nt8w8", 2, 320, 2560, (70, 3))])
 def test_alt_config_matches(cfg, E, N, K, counts, layout, monkeypatch):

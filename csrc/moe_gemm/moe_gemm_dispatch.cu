@@ -11,6 +11,7 @@ bool launch_moe_gemm_pipe_nt1b(const MoeGemmParams& p, int smem_limit, cudaStrea
 bool launch_moe_gemm_pipe_nt8w8(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_persist_nt1(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_persist_nt1k512(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
+bool launch_moe_gemm_persist_nt1s3(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_persist_nt2(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_persist_nt4(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_tile_m64(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
@@ -25,7 +26,8 @@ bool launch_moe_gemm_tile(const MoeGemmParams& p, int bm, int smem_limit, cudaSt
 }
 
 bool launch_moe_gemm_stream(const MoeGemmParams& p, int nt, int variant, int smem_limit, cudaStream_t stream) {
-  if (variant == kStreamPersist || variant == kStreamPersistAlt) {
+  if (variant == kStreamPersistS3 && nt == 1) return launch_moe_gemm_persist_nt1s3(p, smem_limit, stream);
+  if (variant == kStreamPersist || variant == kStreamPersistAlt || variant == kStreamPersistS3) {
     switch (nt) {
       case 1:
         return variant == kStreamPersistAlt ? launch_moe_gemm_persist_nt1k512(p, smem_limit, stream)

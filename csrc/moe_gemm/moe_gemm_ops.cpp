@@ -40,7 +40,7 @@ int pick_nt(int64_t M, int64_t E) {
 // Default: the persistent kernel (moe_gemm_persist.cuh) for passes of 8-32 tokens, the cp.async
 // pipelined kernel for 64-token passes. K2K_MOE_GEMM_KERNEL=persist|regs|pipe forces one (persist:
 // nt <= 4; regs: nt <= 4 on raw layouts, else persist; pipe: any nt). K2K_MOE_GEMM_CFG selects an alternative
-// config: p512 (persistent, 8 tokens, K step 512), nt1b / nt8w8 (pipelined 8-token / 64-token with 128
+// config: p512 (persistent, 8 tokens, K step 512), p3 (persistent, 8 tokens, 3 stages, 5 CTAs per SM), nt1b / nt8w8 (pipelined 8-token / 64-token with 128
 // rows per CTA), nt1lb (register kernel, 8 tokens, 4 CTAs per SM). These are tuning knobs (autotune.py).
 int stream_variant(int scale_layout, int nt) {
   const char* v = std::getenv("K2K_MOE_GEMM_KERNEL");
@@ -48,6 +48,7 @@ int stream_variant(int scale_layout, int nt) {
   const char* c = std::getenv("K2K_MOE_GEMM_CFG");
   const std::string cfg = c ? c : "";
   if (cfg == "p512" && nt == 1) return k2k::kStreamPersistAlt;
+  if (cfg == "p3" && nt == 1) return k2k::kStreamPersistS3;
   if (cfg == "nt1lb" && nt == 1 && scale_layout != k2k::kTiled) return k2k::kStreamRegsLb;
   if ((cfg == "nt1b" && nt == 1) || (cfg == "nt8w8" && nt == 8)) return k2k::kStreamPipeAlt;
   if (kernel == "pipe" || nt > 4) return k2k::kStreamPipe;
@@ -68,7 +69,7 @@ int tile_rows(int64_t M, int64_t E) {
   const double mean = slots ? static_cast<double>(M) / static_cast<double>(slots) : 0.0;
   const char* c = std::getenv("K2K_MOE_GEMM_CFG");
   const std::string cfg = c ? c : "";
-  const bool stream_cfg = cfg == "p512" || cfg == "nt1b" || cfg == "nt1lb" || cfg == "nt8w8";
+  const bool stream_cfg = cfg == "p512" || cfg == "p3" || cfg == "nt1b" || cfg == "nt1lb" || cfg == "nt8w8";
   if (kernel != "tile" && (kernel != "auto" || stream_cfg || mean <= 24.0)) return 0;
   if (cfg == "m64") return 64;
   if (cfg == "m128") return 128;
