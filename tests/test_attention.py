@@ -128,10 +128,11 @@ def run_and_check(args, causal=True, max_q_len=-1):
 
 
 # ---------------------------------------------------------------- GPU: decode
-# Kernel layouts (docs/attention.md): "auto" = the launcher's default (16-row tiles); "rows8" (decode
-# layout for group <= 8) and "prefill" (64-row FA2 layout, q_len > 1, D = D_v in {64, 128}) are opt-in.
-LAYOUTS = {"auto": {}, "rows8": {"K2K_ATTN_ROWS8": "1"}, "prefill": {"K2K_ATTN_PREFILL": "1"},
-           "latent": {"K2K_ATTN_LATENT": "1"}}                 # latent: D 576 / DV 512 only, opt-in
+# Kernel layouts (docs/attention.md), each forced by its knob: "rows16" (the 16-row layout, every other
+# layout off), "rows8" (keys on the MMA's M side), "prefill" (64-row FA2 layout, q_len > 1, D = D_v in
+# {64, 128}), "latent" (8-warp MLA layout, D 576 / DV 512 only); "auto" = the launcher's choice by shape.
+LAYOUTS = {"auto": {}, "rows16": {"K2K_ATTN_ROWS8": "0", "K2K_ATTN_PREFILL": "0", "K2K_ATTN_LATENT": "0"},
+           "rows8": {"K2K_ATTN_ROWS8": "1"}, "prefill": {"K2K_ATTN_PREFILL": "1"}, "latent": {"K2K_ATTN_LATENT": "1"}}
 LATENT_SHAPES = [s for s in SHAPES if s[5]]
 
 
@@ -143,7 +144,7 @@ def set_layout(monkeypatch, layout):
 @gpu
 @pytest.mark.parametrize("name,Hq,Hkv,D,DV,latent,page", SHAPES, ids=[s[0] for s in SHAPES])
 @pytest.mark.parametrize("per_head", [False, True], ids=["scale_tensor", "scale_head"])
-@pytest.mark.parametrize("layout", ["auto", "rows8"])
+@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8"])
 def test_decode_ragged(monkeypatch, name, Hq, Hkv, D, DV, latent, page, per_head, layout):
     set_layout(monkeypatch, layout)
     seq_lens = [1, 17, page * 3 + 5, 300, 1000]            # seq_len 1, lengths off the page grid
@@ -152,7 +153,7 @@ def test_decode_ragged(monkeypatch, name, Hq, Hkv, D, DV, latent, page, per_head
 
 
 @gpu
-@pytest.mark.parametrize("layout", ["auto", "rows8"])
+@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8"])
 def test_decode_small(monkeypatch, layout):
     """Small case for compute-sanitizer (-k small)."""
     set_layout(monkeypatch, layout)
@@ -161,7 +162,7 @@ def test_decode_small(monkeypatch, layout):
 
 
 @gpu
-@pytest.mark.parametrize("layout", ["auto", "latent"])
+@pytest.mark.parametrize("layout", ["auto", "rows16", "latent"])
 def test_decode_small_latent(monkeypatch, layout):
     set_layout(monkeypatch, layout)
     args = make_case([1, 1], [3, 70], 16, 1, 576, 512, True, 16)
@@ -183,7 +184,7 @@ def test_decode_latent_layout(monkeypatch, name, Hq, Hkv, D, DV, latent, page, s
 
 @gpu
 @pytest.mark.parametrize("splits", ["1", "3", "37"])
-@pytest.mark.parametrize("layout", ["auto", "rows8"])
+@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8"])
 def test_decode_forced_splits(monkeypatch, splits, layout):
     """Both paths: direct write (1 split) and split + merge, including more splits than chunks."""
     set_layout(monkeypatch, layout)
@@ -218,7 +219,7 @@ PREFILL = [
 @gpu
 @pytest.mark.parametrize("name,Hq,Hkv,D,DV,latent,page", PREFILL, ids=[s[0] for s in PREFILL])
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])
-@pytest.mark.parametrize("layout", ["auto", "rows8", "prefill", "latent"])
+@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8", "prefill", "latent"])
 def test_prefill_chunked(monkeypatch, name, Hq, Hkv, D, DV, latent, page, causal, layout):
     set_layout(monkeypatch, layout)
     q_lens = [1, 37, 130, 5]
@@ -228,7 +229,7 @@ def test_prefill_chunked(monkeypatch, name, Hq, Hkv, D, DV, latent, page, causal
 
 
 @gpu
-@pytest.mark.parametrize("layout", ["auto", "rows8", "prefill"])
+@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8", "prefill"])
 def test_prefill_hint_too_small_and_unknown(monkeypatch, layout):
     """The grid is sized from max_q_len (or Tq == B -> 1); rows beyond it must still be computed."""
     set_layout(monkeypatch, layout)
@@ -239,7 +240,7 @@ def test_prefill_hint_too_small_and_unknown(monkeypatch, layout):
 
 
 @gpu
-@pytest.mark.parametrize("layout", ["auto", "prefill"])
+@pytest.mark.parametrize("layout", ["auto", "rows16", "prefill"])
 def test_prefill_long(monkeypatch, layout):
     set_layout(monkeypatch, layout)
     args = make_case([1024], [1500], 32, 4, 128, 128, False, 64)
@@ -247,7 +248,7 @@ def test_prefill_long(monkeypatch, layout):
 
 
 @gpu
-@pytest.mark.parametrize("layout", ["auto", "rows8", "prefill"])
+@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8", "prefill"])
 def test_prefill_hint_underestimates(monkeypatch, layout):
     """max_q_len = 2 but a q_len of 20 (160 rows > one 64-row prefill tile): the CTAs loop over tiles."""
     set_layout(monkeypatch, layout)

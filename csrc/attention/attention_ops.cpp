@@ -168,18 +168,35 @@ at::Tensor fp8_kv_attention_cuda(const at::Tensor& q, const at::Tensor& k_cache,
   // Rows per (sequence, KV head) = q_len * group; the grid covers the host's estimate of the largest
   // q_len (the hint, else 1 when Tq == B, else Tq) and the kernel loops over any rows beyond it.
   const int64_t q_est = max_q_len > 0 ? std::min(max_q_len, Tq) : (Tq == B ? 1 : Tq);
-  // Default: the 16-row layout (GPU-tested). Opt-in layouts, compiled for sm_90a/sm_120a but NOT yet
-  // run on a GPU (docs/attention.md): K2K_ATTN_ROWS8=1 (decode with group <= 8: keys in the MMA M
-  // dimension) and K2K_ATTN_PREFILL=1 (q_len > 1, D = D_v in {64, 128}: 64-row CTAs, K/V in smem).
-  p.rows8 = 0;
-  if (const char* env = std::getenv("K2K_ATTN_ROWS8")) p.rows8 = std::atoi(env) ? 1 : 0;
-  p.prefill = 0;
-  if (const char* env = std::getenv("K2K_ATTN_PREFILL"))
-    p.prefill = (std::atoi(env) != 0 && !p.rows8 && q_est > 1 && k2k::fp8_attention_prefill_supported(int(D), int(DV))) ? 1 : 0;
-  // K2K_ATTN_LATENT=1 (opt-in, compiled only): the 8-warp MLA layout for D 576 / DV 512.
-  p.latent = 0;
-  if (const char* env = std::getenv("K2K_ATTN_LATENT"))
-    p.latent = (std::atoi(env) != 0 && !p.rows8 && k2k::fp8_attention_latent_supported(int(D), int(DV))) ? 1 : 0;
+  // Layout (docs/attention.md), by host-known shapes; each K2K_ATTN_* variable forces its layout on (1)
+  // or off (0). Defaults from the H200 run of 2026-11-29 (benchmarks/RESULTS.md, GQA 64/8 D 128):
+  //   rows8 (keys on the MMA's M side) for decode with group <= 8: B=32 ctx 8K 182.8 vs 204.1 us,
+  //     B=8 54.4 vs 67.6, B=1 25.2 vs 28.3, B=32 ctx 32K 702 vs 802;
+  //   prefill (64-row FA2 CTAs, K/V in smem) for q_len > 1 with D = D_v in {64, 128}: 8K causal
+  //     5.27 vs 11.13 ms;
+  //   latent (8-warp MLA, D 576 / D_v 512) from 8 sequences: B=32 275 vs 534 us, B=8 97.8 vs 158.6;
+  //     at B=1 it is slower (93.7 vs 59.3), so small batches keep the 16-row layout.
+  // Otherwise the 16-row layout.
+  auto knob = [](const char* name) -> int {        // -1 unset, else 0 / 1
+    const char* env = std::getenv(name);
+    return env == nullptr ? -1 : (std::atoi(env) != 0 ? 1 : 0);
+  };
+  const bool decode = q_est == 1;
+  const int k_rows8 = knob("K2K_ATTN_ROWS8"), k_prefill = knob("K2K_ATTN_PREFILL"), k_latent = knob("K2K_ATTN_LATENT");
+  const bool latent_ok = k2k::fp8_attention_latent_supported(int(D), int(DV));
+  const bool prefill_ok = q_est > 1 && k2k::fp8_attention_prefill_supported(int(D), int(DV));
+  p.rows8 = p.prefill = p.latent = 0;
+  if (k_rows8 == 1) {                               // forced layouts first (tests, benchmarks)
+    p.rows8 = 1;
+  } else if (k_latent == 1 && latent_ok) {
+    p.latent = 1;
+  } else if (k_prefill == 1 && prefill_ok) {
+    p.prefill = 1;
+  } else {                                          // defaults; a knob set to 0 rules its layout out
+    p.latent = k_latent != 0 && latent_ok && decode && B >= 8;
+    p.prefill = !p.latent && k_prefill != 0 && prefill_ok;
+    p.rows8 = !p.latent && !p.prefill && k_rows8 != 0 && decode && p.group <= 8;
+  }
   const int rows_per_tile = (p.prefill || p.latent) ? 64 : p.rows8 ? 8 : 16;
   p.row_tiles = int(std::max<int64_t>(1, (q_est * p.group + rows_per_tile - 1) / rows_per_tile));
   const int dvc = k2k::fp8_attention_dv_chunk(int(D), int(DV));
