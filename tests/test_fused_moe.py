@@ -297,9 +297,11 @@ def test_tiled_weight_layout_matches_linear(device):
     """KimiMoE(weight_layout='tiled') permutes the experts once for moe_gemm's tiled kernel path;
     same numbers as the linear layout (CPU: the reference un-tiles, so bit-equal)."""
     cfg = MoEConfig(hidden=1024, inter=512, experts=8, top_k=2, routed_scaling_factor=2.5)   # 2 K tiles in w13
-    lin = KimiMoE.random(cfg, device=device, seed=4, max_tokens=5)
+    lin = KimiMoE.random(cfg, device=device, seed=4, max_tokens=5, weight_layout="linear")
     til = KimiMoE.random(cfg, device=device, seed=4, max_tokens=5, weight_layout="tiled")
     assert not torch.equal(lin.w13, til.w13)
+    # the default ("auto"): tiled on a CUDA device, the checkpoint layout for the CPU reference
+    assert KimiMoE.random(cfg, device=device, seed=4).weight_layout == ("tiled" if device != "cpu" else "linear")
     x = torch.randn(5, cfg.hidden, device=device).to(torch.bfloat16)
     if device == "cpu":
         assert torch.equal(til(x), lin(x))
