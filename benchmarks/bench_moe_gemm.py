@@ -24,6 +24,7 @@ import statistics
 import torch
 
 import k2kernels  # noqa: F401  (defines torch.ops.k2kernels)
+from k2kernels import autotune
 from k2kernels.moe_gemm_prepare import prepare_moe_gemm_weights
 
 SHAPES = {"gate_up": (4096, 7168), "down": (7168, 2048)}
@@ -95,19 +96,11 @@ def main():
             iters = args.iters if T < 4096 else max(5, args.iters // 4)
             def timed(env, tiled=False):
                 """Graph-replay time with the knobs `env` set while capturing (the launcher reads them)."""
-                old = {k: os.environ.get(k) for k in env}
-                os.environ.update(env)
-                try:
+                with autotune.knobs({"knobs": env}):
                     if tiled:
                         return time_graph(lambda: torch.ops.k2kernels.moe_gemm(a, wt, st, alpha, offsets, "bf16", None,
                                                                                  "tiled"), flush, iters)
                     return time_graph(lambda: torch.ops.k2kernels.moe_gemm(a, w, s, alpha, offsets), flush, iters)
-                finally:
-                    for k, v in old.items():
-                        if v is None:
-                            os.environ.pop(k, None)
-                        else:
-                            os.environ[k] = v
 
             nan = float("nan")
             decode, prefill = T <= args.regs_upto, T >= 256

@@ -102,6 +102,15 @@ def run_op(a, w, s, alpha, offsets, act="bf16", a_scale=None, scale_layout="line
     return out
 
 
+def check_kernel_case(E, N, K, counts, kind="bytes", layout="linear"):
+    """Random weights (`kind`) in `layout`, random bf16 rows per `counts`: the CUDA op vs the reference."""
+    w, s, alpha = make_weights(E, N, K, kind, "cuda", layout)
+    offsets = offsets_from_counts(counts, "cuda")
+    a = torch.randn(sum(counts), K, device="cuda").to(torch.bfloat16)
+    out = run_op(a, w, s, alpha, offsets, scale_layout=layout)
+    assert_close(out, cheap_reference(a, w, s, alpha, offsets, layout))
+
+
 # ---- CPU: references and helpers (no GPU needed) --------------------------------------------------
 
 def test_cheap_reference_equals_oracle_cpu():
@@ -195,11 +204,7 @@ def test_tile_kernel_matches(E, N, K, counts, bm, layout, monkeypatch):
     tiles, experts spanning many tiles, empty experts, a half-empty last weight tile."""
     monkeypatch.setenv("K2K_MOE_GEMM_KERNEL", "tile")
     monkeypatch.setenv("K2K_MOE_GEMM_CFG", bm)
-    w, s, alpha = make_weights(E, N, K, "bytes", "cuda", layout)
-    offsets = offsets_from_counts(counts, "cuda")
-    a = torch.randn(sum(counts), K, device="cuda").to(torch.bfloat16)
-    out = run_op(a, w, s, alpha, offsets, scale_layout=layout)
-    assert_close(out, cheap_reference(a, w, s, alpha, offsets, layout))
+    check_kernel_case(E, N, K, counts, layout=layout)
 
 
 TILED = [  # N % 64 == 0, K % 512 == 0; every token-tile config (mean rows 1.7, 8.5, 13.4, 55)
@@ -214,11 +219,7 @@ TILED = [  # N % 64 == 0, K % 512 == 0; every token-tile config (mean rows 1.7, 
 @pytest.mark.parametrize("kind", ["quant", "bytes"])
 @pytest.mark.parametrize("E,N,K,counts", TILED)
 def test_tiled_matches_oracle(E, N, K, counts, kind):
-    w, s, alpha = make_weights(E, N, K, kind, "cuda", "tiled")
-    offsets = offsets_from_counts(counts, "cuda")
-    a = torch.randn(sum(counts), K, device="cuda").to(torch.bfloat16)
-    out = run_op(a, w, s, alpha, offsets, scale_layout="tiled")
-    assert_close(out, cheap_reference(a, w, s, alpha, offsets, "tiled"))
+    check_kernel_case(E, N, K, counts, kind, "tiled")
 
 
 @pytest.mark.gpu
@@ -234,11 +235,7 @@ def test_alt_config_matches(cfg, E, N, K, counts, layout, monkeypatch):
     kernel, 4 CTAs per SM; tiled falls back to the pipeline) and nt8w8 (64 tokens, 128 weight rows per
     CTA; N = 192 and 320 leave a half-empty last CTA)."""
     monkeypatch.setenv("K2K_MOE_GEMM_CFG", cfg)
-    w, s, alpha = make_weights(E, N, K, "bytes", "cuda", layout)
-    offsets = offsets_from_counts(counts, "cuda")
-    a = torch.randn(sum(counts), K, device="cuda").to(torch.bfloat16)
-    out = run_op(a, w, s, alpha, offsets, scale_layout=layout)
-    assert_close(out, cheap_reference(a, w, s, alpha, offsets, layout))
+    check_kernel_case(E, N, K, counts, layout=layout)
 
 
 @pytest.mark.gpu
@@ -247,11 +244,7 @@ def test_alt_config_matches(cfg, E, N, K, counts, layout, monkeypatch):
 def test_each_kernel_matches(E, N, K, counts, kernel, monkeypatch):
     """Every streaming kernel, forced for every token-tile config (the default picks per config)."""
     monkeypatch.setenv("K2K_MOE_GEMM_KERNEL", kernel)
-    w, s, alpha = make_weights(E, N, K, "bytes", "cuda")
-    offsets = offsets_from_counts(counts, "cuda")
-    a = torch.randn(sum(counts), K, device="cuda").to(torch.bfloat16)
-    out = run_op(a, w, s, alpha, offsets)
-    assert_close(out, cheap_reference(a, w, s, alpha, offsets))
+    check_kernel_case(E, N, K, counts)
 
 
 @pytest.mark.gpu
