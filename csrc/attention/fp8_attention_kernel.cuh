@@ -1,4 +1,4 @@
-// Paged FP8-KV attention: the 16-row-tile layout (the default, GPU-tested kernel) and the helpers all
+// Paged FP8-KV attention: the 16-row-tile layout (shapes the other layouts do not take) and the helpers all
 // layouts share (docs/attention.md has the derivation).
 //
 // Work unit (one CTA): 16 "rows" = (query token, query head) pairs of ONE sequence and ONE KV head

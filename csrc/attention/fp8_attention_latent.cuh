@@ -1,4 +1,5 @@
-// MLA-latent decode layout (opt-in, K2K_ATTN_LATENT=1; D_qk 576, D_v 512 = first 512 channels of K).
+// MLA-latent decode layout (default for decode with >= 8 sequences, K2K_ATTN_LATENT=0|1 forces; D_qk 576,
+// D_v 512 = first 512 channels of K).
 // One CTA of 8 warps = 64 (token, head) rows of one sequence, one key-range split; per step of 128 keys:
 //   A. warp w computes S^T = K Q^T for keys [16w, 16w + 16) x all 64 rows (keys in the MMA M dim,
 //      rows in N, as in rows8): each K byte is loaded and converted ONCE per CTA (the 16-row layout

@@ -1,4 +1,6 @@
-// Swap-AB weight-streaming grouped GEMM with a cp.async shared-memory pipeline (the default kernel).
+// Swap-AB weight-streaming grouped GEMM with a cp.async shared-memory pipeline (64-token passes when the
+// tile kernel cannot run, and K2K_MOE_GEMM_KERNEL=pipe; its layouts and math are what the persistent
+// kernel builds on).
 //
 // Why swap-AB: with 1-30 tokens per expert the weights are the big operand, so they go on the MMA's
 // M side (16 weight rows per warp, 64 per CTA) and the tokens on N (8 per MMA tile, 8 * kNT per pass).

@@ -1,4 +1,5 @@
-// Swap-AB weight-streaming grouped GEMM (decode and, for now, every regime with K % 128 == 0).
+// Swap-AB weight-streaming grouped GEMM, the first decode kernel (now a knob: K2K_MOE_GEMM_KERNEL=regs;
+// the persistent kernel, moe_gemm_persist.cuh, replaced it as the default).
 //
 // Why swap-AB: with 1-16 tokens per expert the weights are the big operand, so they go on the MMA's
 // M side (16 weight rows per warp) and the tokens on N (8 per MMA tile, 8 * kNT per pass). Each
