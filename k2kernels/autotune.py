@@ -20,7 +20,9 @@ Output JSON (also the bundled k2kernels/tuned/*.json format):
   {"_meta": {...how it was made...},
    "<GPU name>": {"<arch>": {"<op>": {"<shape key>": {"config": name, "knobs": {...}, "us": t, "all_us": {...}}}}}}
 Dispatch-side lookup (`lookup`): in-memory (`remember`, or this process's tuning) -> user file
-($K2K_TUNED_CONFIGS) -> bundled k2kernels/tuned/*.json -> heuristic (None: the launcher decides).
+($K2K_TUNED_CONFIGS) -> bundled k2kernels/tuned/*.json -> heuristic (None: the launcher decides); a
+record serves row counts within MAX_ROW_RATIO of its own. k2kernels.ops.moe_gemm / fused_moe apply the
+record's knobs on CUDA (`dispatch_knobs`) unless the environment already sets one.
 """
 from __future__ import annotations
 
@@ -220,13 +222,19 @@ def preset_shapes(preset: str, tokens: Iterable[int], act: str = "bf16") -> list
 # ---- lookup: in-memory -> user file -> bundled -> heuristic ---------------------------------------
 
 _MEMORY: dict = {}
+_DISPATCH: dict = {}          # dispatch_knobs cache: (device, op, shape key, user file) -> knobs
+
+
+# A record serves row / token counts within this factor of its own; farther away the kernels' regimes
+# differ (H200: the tile kernel tuned at T=4096 would be 1.4x slower than the default at T=1024).
+MAX_ROW_RATIO = 1.5
 
 
 def _get(table: dict, gpu: str, arch: str, op: str, key: str):
     entries = table.get(gpu, {}).get(arch, {}).get(op, {})
     if key in entries:
         return entries[key]
-    # nearest tuned token count for the same other dims (log distance): a table need not list every M/T
+    # nearest tuned token count for the same other dims (log distance, within MAX_ROW_RATIO)
     want = parse_key(key)
     rows = "M" if "M" in want else "T" if "T" in want else None
     best, best_d = None, None
@@ -235,7 +243,7 @@ def _get(table: dict, gpu: str, arch: str, op: str, key: str):
         if rows is None or {k: v for k, v in have.items() if k != rows} != {k: v for k, v in want.items() if k != rows}:
             continue
         d = abs(math.log(max(have[rows], 1)) - math.log(max(want[rows], 1)))
-        if best_d is None or d < best_d:
+        if d <= math.log(MAX_ROW_RATIO) + 1e-9 and (best_d is None or d < best_d):
             best, best_d = rec, d
     return best
 
@@ -253,10 +261,12 @@ def merge(dst: dict, src: dict) -> dict:
 def remember(table: dict) -> None:
     """Put a tuned table in this process's in-memory layer (highest priority)."""
     merge(_MEMORY, table)
+    _DISPATCH.clear()
 
 
 def clear_memory() -> None:
     _MEMORY.clear()
+    _DISPATCH.clear()
 
 
 def _load(path: Path) -> dict:
@@ -292,6 +302,24 @@ def lookup(op: str, key: str, gpu: str, arch: str, bundled_dir: Optional[Path] =
 
 
 KNOB_VARS = ("K2K_MOE_GEMM_KERNEL", "K2K_MOE_GEMM_CFG", "K2K_MOE_GEMM_NT")
+
+
+def dispatch_knobs(op: str, dims: dict, device: int, identity: Optional[Callable[[int], tuple]] = None) -> dict:
+    """The env knobs the tuned tables give this call ({} = the launcher's heuristic): what
+    k2kernels.ops applies around moe_gemm / fused_moe on CUDA. Layers as `lookup`; a knob already set
+    in the environment wins over every table (an explicit choice is never overridden). Cached per
+    (device, op, shape, $K2K_TUNED_CONFIGS); `remember` and `clear_memory` reset the cache."""
+    if any(v in os.environ for v in KNOB_VARS):
+        return {}
+    key = shape_key(**dims)
+    ck = (device, op, key, os.environ.get(USER_ENV))
+    hit = _DISPATCH.get(ck)
+    if hit is None:
+        gpu, arch = (identity or gpu_identity)(device)
+        rec, _ = lookup(op, key, gpu, arch)
+        hit = {k: str(v) for k, v in (rec or {}).get("knobs", {}).items()}
+        _DISPATCH[ck] = hit
+    return hit
 
 
 @contextlib.contextmanager

@@ -2,15 +2,31 @@
 
 One wrapper per schema in csrc/torch_bindings.cpp (same name, same argument order except where a
 keyword default reads better, e.g. topk_router's `bias`). Engines may call torch.ops.k2kernels.<op>
-directly; these wrappers only add keyword defaults and turn Python-float scales into device tensors
-(scales are tensors so CUDA graphs and torch.compile never bake in a changing constant)."""
+directly; these wrappers add keyword defaults, turn Python-float scales into device tensors (scales
+are tensors so CUDA graphs and torch.compile never bake in a changing constant) and, for moe_gemm and
+fused_moe on CUDA, apply the tuned kernel knobs for the shape (k2kernels.autotune.dispatch_knobs:
+in-memory -> $K2K_TUNED_CONFIGS -> bundled k2kernels/tuned/*.json; none -> the launcher's heuristic)."""
 from __future__ import annotations
 
 from typing import Optional
 
+import contextlib
+
 import torch
 
+from . import autotune
+
 _ops = torch.ops.k2kernels
+
+
+def _tuned(t: torch.Tensor, dims: dict):
+    """Context that sets the tuned knobs of `dims` on t's GPU for the call (none on CPU, none while
+    torch.compile traces: compiled code and CUDA-graph captures take knobs from autotune.knobs)."""
+    if not t.is_cuda or torch.compiler.is_compiling():
+        return contextlib.nullcontext()
+    knobs = autotune.dispatch_knobs("moe_gemm", dims, t.device.index if t.device.index is not None
+                                    else torch.cuda.current_device())
+    return autotune.knobs({"knobs": knobs}) if knobs else contextlib.nullcontext()
 
 
 def _as_scale(x, device) -> torch.Tensor:
@@ -25,7 +41,8 @@ def moe_gemm(a: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, w_alpha: t
     """out[r] = a[r] @ W_e^T for rows r of expert e (contract.md); returns bf16 [M, N]."""
     if a_scale is not None:
         a_scale = _as_scale(a_scale, a.device)
-    return _ops.moe_gemm(a, w, w_scale, w_alpha, expert_offsets, act, a_scale, scale_layout)
+    with _tuned(a, dict(M=a.shape[0], N=w.shape[1], K=a.shape[1], E=w.shape[0], act=act)):
+        return _ops.moe_gemm(a, w, w_scale, w_alpha, expert_offsets, act, a_scale, scale_layout)
 
 
 def topk_router(logits: torch.Tensor, top_k: int, bias: Optional[torch.Tensor] = None, scoring: str = "sigmoid",
@@ -111,6 +128,9 @@ def fused_moe(x: torch.Tensor, router_logits: torch.Tensor, w13, w13_scale, w13_
         a13_scale = _as_scale(a13_scale, x.device)
     if a2_scale is not None:
         a2_scale = _as_scale(a2_scale, x.device)
-    return _ops.fused_moe(x, router_logits, e_bias, w13, w13_scale, w13_alpha, w2, w2_scale, w2_alpha, top_k,
-                          scoring, n_group, topk_group, renormalize, float(routed_scaling_factor), expert_map,
-                          shared_out, act, a13_scale, a2_scale, scale_layout, workspace)
+    # the tuned moe_gemm knobs of the gate_up GEMM (the autotuner timed the layer with those)
+    gate_up = dict(M=x.shape[0] * top_k, N=w13.shape[1], K=x.shape[1], E=w13.shape[0], act=act)
+    with _tuned(x, gate_up):
+        return _ops.fused_moe(x, router_logits, e_bias, w13, w13_scale, w13_alpha, w2, w2_scale, w2_alpha, top_k,
+                              scoring, n_group, topk_group, renormalize, float(routed_scaling_factor), expert_map,
+                              shared_out, act, a13_scale, a2_scale, scale_layout, workspace)

@@ -59,7 +59,11 @@ def test_lookup_nearest_rows(tmp_path):
         at.merge(t, _table(cfg, key=at.shape_key(M=M, N=4096, K=7168, E=384, act="bf16")))
     at.remember(t)
     pick = lambda M: at.lookup("moe_gemm", at.shape_key(M=M, N=4096, K=7168, E=384, act="bf16"), GPU, ARCH)[0]["config"]
-    assert pick(8) == "small" and pick(16) == "small" and pick(400) == "mid" and pick(20000) == "big"
+    assert pick(8) == "small" and pick(11) == "small" and pick(400) == "mid" and pick(40000) == "big"
+    # beyond MAX_ROW_RATIO (1.5x) of every tuned count: the heuristic, not a far record
+    for M in (16, 2048, 8192, 65536):
+        assert at.lookup("moe_gemm", at.shape_key(M=M, N=4096, K=7168, E=384, act="bf16"), GPU, ARCH,
+                         bundled_dir=tmp_path) == (None, "heuristic"), M
     # other N: no borrowing across shapes (an empty bundled dir: the package's own H200 table has this shape)
     assert at.lookup("moe_gemm", at.shape_key(M=8, N=7168, K=2048, E=384, act="bf16"), GPU, ARCH,
                      bundled_dir=tmp_path)[1] == "heuristic"
@@ -183,3 +187,38 @@ def test_runners_execute_on_cpu():
     outs = [at.make_runner("fused_moe", fused, c, device="cpu")() for c in at.fused_moe_configs()]
     assert {c.name for c in at.fused_moe_configs()} == {"linear", "tiled"}
     assert torch.equal(outs[0], outs[1])               # same random weights, two layouts: same numbers
+
+
+def test_dispatch_knobs(monkeypatch, tmp_path):
+    """What k2kernels.ops applies around moe_gemm / fused_moe on CUDA: the record's knobs for this GPU
+    and shape, nothing for untuned shapes, nothing when the environment already sets a knob; the cache
+    follows remember() / clear_memory()."""
+    monkeypatch.setattr(at, "BUNDLED_DIR", tmp_path)          # no bundled table: only what we remember
+    for v in at.KNOB_VARS:
+        monkeypatch.delenv(v, raising=False)
+    ident = lambda device: (GPU, ARCH)
+    dims = dict(M=8, N=4096, K=7168, E=384, act="bf16")
+    assert at.dispatch_knobs("moe_gemm", dims, 0, ident) == {}
+    at.remember(_table("persist"))
+    assert at.dispatch_knobs("moe_gemm", dims, 0, ident) == {"K2K_MOE_GEMM_KERNEL": "persist"}
+    assert at.dispatch_knobs("moe_gemm", dict(dims, M=4096), 0, ident) == {}          # far from M=8
+    assert at.dispatch_knobs("moe_gemm", dims, 1, lambda d: ("NVIDIA RTX PRO 6000", "sm_120a")) == {}  # other GPU
+    monkeypatch.setenv("K2K_MOE_GEMM_CFG", "p512")                                    # explicit wins
+    assert at.dispatch_knobs("moe_gemm", dims, 0, ident) == {}
+    monkeypatch.delenv("K2K_MOE_GEMM_CFG")
+    at.clear_memory()
+    assert at.dispatch_knobs("moe_gemm", dims, 0, ident) == {}
+
+
+def test_bundled_h200_table_is_well_formed():
+    """The committed table: made on an H200 (its _meta), every record's knobs are knobs the launcher
+    reads, and every moe_gemm record names a config the tuner enumerates."""
+    table = json.loads((at.BUNDLED_DIR / "h200.json").read_text())
+    assert table["_meta"]["gpu"] == GPU and table["_meta"]["arch"] == ARCH
+    names = {c.name for c in at.moe_gemm_configs()}
+    recs = table[GPU][ARCH]
+    assert recs["moe_gemm"] and recs["fused_moe"]
+    for key, rec in recs["moe_gemm"].items():
+        assert rec["config"] in names, (key, rec["config"])
+        assert set(rec["knobs"]) <= set(at.KNOB_VARS)
+        assert rec["us"] == min(rec["all_us"].values())
