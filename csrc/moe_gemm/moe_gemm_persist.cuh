@@ -168,8 +168,9 @@ moe_gemm_persist_kernel(const MoeGemmParams p) {
   const int kblocks = p.K / 16;
 
   // Copies stage `w` (weights, scales, activations of one K step) into buffer `buf` (smem layouts as in
-  // moe_gemm_pipe.cuh). The kernel is issue-bound at decode (H200: IPC ~3.8 in the first version,
-  // whose copies spent ~800 integer instructions per thread per step next to ~380 of math), so each
+  // moe_gemm_pipe.cuh). The kernel is issue-bound at decode (H200, first version: IPC ~3.8 by SASS
+  // instruction count x run time; its copies spent ~800 integer instructions per thread per step next
+  // to ~380 of math), so each
   // thread's source rows are resolved once per (unit, token group) into pointers (`plan_copies`) and a
   // step only adds the step's offset. Copies that are off (past K, past the expert's rows) read 0 bytes
   // at the row's first address, which is valid.
