@@ -42,7 +42,7 @@ tail -25 "$OUT/demo.log"
 # 4. benchmarks (the peers run in the same process)
 phase bench_fused 90 bench.log python3 benchmarks/bench_fused_moe.py --tokens 1,8,64,512,4096 --iters 10 --layouts linear --json /tmp/bf.json
 phase bench_moe_gemm ${BENCH_MOE_LIMIT:-80} bench.log python3 benchmarks/bench_moe_gemm.py ${BENCH_MOE_ARGS:---quick} --iters 10 --json /tmp/bm.json
-phase bench_router 30 bench.log python3 benchmarks/bench_router.py --quick
+phase bench_router 60 bench.log python3 benchmarks/bench_router.py --quick
 phase bench_attention ${BENCH_ATTN_LIMIT:-60} bench.log python3 benchmarks/bench_attention.py ${BENCH_ATTN_ARGS:---quick} --json /tmp/ba.json
 # 5. compute-sanitizer memcheck on the small cases of the new kernels
 phase memcheck 60 sanitizer.log compute-sanitizer --tool memcheck --error-exitcode 3 python3 -m pytest -q -p no:cacheprovider -x \
