@@ -9,10 +9,8 @@ the experts with rows + activations + output; % is of the 4.2 TB/s copy ceiling;
 Columns: us = weights prepared once by prepare_moe_gemm_weights (scale_layout="tiled"), default kernel
 choice; raw_us = the checkpoint layout (linear scales) as is, default choice (persistent streaming kernel
 for passes of <= 32 tokens, the tile kernel above a mean of 24 rows per expert); forced, raw layout:
-regs_us / pipe_us = the earlier register-streaming / cp.async pipelined kernels, p512_us = persistent
-kernel with K step 512, p3_us = persistent kernel with 3 stages and 5 CTAs per SM (regs_us, p512_us
-and p3_us for T <= --regs-upto), m64_us / m128_us = the prefill tile
-kernel with 64- / 128-token tiles (T >= 256).
+pipe_us = the cp.async pipelined streaming kernel, m64_us / m128_us = the tile kernel with 64- / 128-token
+tiles (T >= 256).
 """
 from __future__ import annotations
 
@@ -30,7 +28,7 @@ from k2kernels.moe_gemm_prepare import prepare_moe_gemm_weights
 SHAPES = {"gate_up": (4096, 7168), "down": (7168, 2048)}
 E, TOPK = 384, 8
 COPY_TBS = 4.2
-VARIANT_COLUMNS = ("raw_us", "regs_us", "pipe_us", "p512_us", "p3_us", "m64_us", "m128_us")
+VARIANT_COLUMNS = ("raw_us", "pipe_us", "m64_us", "m128_us")
 BF16_TFLOPS = 767.0
 
 
@@ -66,8 +64,6 @@ def main():
     ap.add_argument("--shapes", default="gate_up,down")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--no-peer", action="store_true")
-    ap.add_argument("--regs-upto", type=int, default=64,
-                    help="also time the first (register-streaming) kernel for T <= this")
     ap.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "bench_moe_gemm.json"))
     args = ap.parse_args()
     dev = "cuda"
@@ -103,14 +99,11 @@ def main():
                     return time_graph(lambda: torch.ops.k2kernels.moe_gemm(a, w, s, alpha, offsets), flush, iters)
 
             nan = float("nan")
-            decode, prefill = T <= args.regs_upto, T >= 256
+            prefill = T >= 256
             us = timed({}, tiled=True)
             row = dict(
                 raw_us=timed({}),
-                regs_us=timed({"K2K_MOE_GEMM_KERNEL": "regs"}) if decode else nan,
                 pipe_us=timed({"K2K_MOE_GEMM_KERNEL": "pipe"}),
-                p512_us=timed({"K2K_MOE_GEMM_CFG": "p512"}) if decode else nan,
-                p3_us=timed({"K2K_MOE_GEMM_CFG": "p3"}) if decode else nan,
                 m64_us=timed({"K2K_MOE_GEMM_KERNEL": "tile", "K2K_MOE_GEMM_CFG": "m64"}) if prefill else nan,
                 m128_us=timed({"K2K_MOE_GEMM_KERNEL": "tile", "K2K_MOE_GEMM_CFG": "m128"}) if prefill else nan,
                 shape=name, N=N, K=K, T=T, M=M, active=active, us=us, tbs=nbytes / us / 1e6,

@@ -2,11 +2,10 @@
 family's configs at a model's shapes on this GPU and write the fastest per shape as JSON.
 
 What can be tuned is what the kernels expose (read from their launchers, not guessed):
-  moe_gemm             the launcher's heuristic ("auto"), K2K_MOE_GEMM_KERNEL = regs | pipe, and
-                       K2K_MOE_GEMM_CFG = nt1b | nt8w8 (csrc/moe_gemm/moe_gemm_ops.cpp reads both on
-                       every call; a knob or value its source does not mention is not enumerated); the
-                       tokens-per-pass nt stays the launcher's pick_nt() unless it also reads
-                       K2K_MOE_GEMM_NT, in which case nt in {1, 2, 4, 8} / {1, 2, 4} is enumerated too.
+  moe_gemm             the launcher's heuristic ("auto"), K2K_MOE_GEMM_KERNEL = persist | pipe, and the
+                       tile kernel at each height (K2K_MOE_GEMM_KERNEL=tile, K2K_MOE_GEMM_CFG = m64 | m128);
+                       csrc/moe_gemm/moe_gemm_ops.cpp reads both on every call; a knob or value its
+                       source does not mention is not enumerated.
   moe_gemm_w4a4_sm120  the op's `config` argument (t128x128, t128x128_pingpong, t256x128); SM120 only.
   fused_moe            the expert weight layout (linear | tiled: moe_gemm_prepare, chosen at load time);
                        its gather / SiLU*mul / combine kernels have one config. Timed end to end with
@@ -71,42 +70,28 @@ def _launcher_reads(family: str, text: str) -> bool:
     return text in _launcher_source(family)
 
 
-_NTS = {"persist": (1, 2, 4), "pipe": (1, 2, 4, 8), "regs": (1, 2, 4)}
-# K2K_MOE_GEMM_CFG values -> (kernel, the alternative config they select (and only for that nt))
-_CFG_TAGS = {"p512": ("persist", "moe_gemm_persist_nt1k512"), "p3": ("persist", "moe_gemm_persist_nt1s3"), "nt1b": ("pipe", "moe_gemm_pipe_nt1b"),
-             "nt8w8": ("pipe", "moe_gemm_pipe_nt8w8")}
+_NTS = {"persist": (1, 2, 4), "pipe": (1, 2, 4, 8)}     # streaming kernels: tokens-per-pass configs
+_TILE_ROWS = (64, 128)                                  # tile kernel heights (K2K_MOE_GEMM_CFG=m64|m128)
 
 
 def moe_gemm_configs() -> list[Config]:
     """moe_gemm's tuning knobs, as its launcher (csrc/moe_gemm/moe_gemm_ops.cpp) reads them per call:
-    K2K_MOE_GEMM_KERNEL = persist | regs | pipe | tile (unset: its heuristic; tile with
-    K2K_MOE_GEMM_CFG = m64 | m128), K2K_MOE_GEMM_CFG = p512 | nt1b |
-    nt8w8 (an alternative persist / pipe config for 8- / 64-token passes), K2K_MOE_GEMM_NT (if it ever reads one). A
-    knob the launcher does not mention is not enumerated. nt itself is the launcher's pick_nt()."""
-    all_tags = tuple(f"moe_gemm_{k}_nt{n}" for k, nts in _NTS.items() for n in nts) + ("moe_gemm_tile_m64", "moe_gemm_tile_m128")
+    K2K_MOE_GEMM_KERNEL = persist | pipe | tile (unset: its heuristic), with tile K2K_MOE_GEMM_CFG =
+    m64 | m128. A knob the launcher's source does not mention is not enumerated. The tokens per pass
+    (nt) stay the launcher's pick_nt(), which steps down when a config does not fit."""
+    tile_tags = tuple(f"moe_gemm_tile_m{bm}" for bm in _TILE_ROWS)
+    all_tags = tuple(f"moe_gemm_{k}_nt{n}" for k, nts in _NTS.items() for n in nts) + tile_tags
     out = [Config("moe_gemm", "auto", (), smem_tags=all_tags, note="the launcher's own heuristic")]
     if not _launcher_reads("moe_gemm", "K2K_MOE_GEMM_KERNEL"):
         return out
-    nt_knob = _launcher_reads("moe_gemm", "K2K_MOE_GEMM_NT")
     for kernel, nts in _NTS.items():
-        if nt_knob:
-            for nt in nts:
-                out.append(Config("moe_gemm", f"{kernel}_nt{nt}", (("K2K_MOE_GEMM_KERNEL", kernel), ("K2K_MOE_GEMM_NT", str(nt))),
-                                  smem_tags=(f"moe_gemm_{kernel}_nt{nt}",)))
-        else:
-            # the launcher steps down to a smaller nt when a config does not fit: any of these may launch
+        if _launcher_reads("moe_gemm", f'"{kernel}"'):
             out.append(Config("moe_gemm", kernel, (("K2K_MOE_GEMM_KERNEL", kernel),),
                               smem_tags=tuple(f"moe_gemm_{kernel}_nt{nt}" for nt in nts)))
-    if _launcher_reads("moe_gemm", '"tile"'):          # the prefill tile kernel at each tile height
-        for bm in (64, 128):
+    if _launcher_reads("moe_gemm", '"tile"'):
+        for bm, tag in zip(_TILE_ROWS, tile_tags):
             out.append(Config("moe_gemm", f"tile_m{bm}", (("K2K_MOE_GEMM_KERNEL", "tile"), ("K2K_MOE_GEMM_CFG", f"m{bm}")),
-                              smem_tags=(f"moe_gemm_tile_m{bm}",), note=f"prefill tile kernel, {bm}-token tiles"))
-    if _launcher_reads("moe_gemm", "K2K_MOE_GEMM_CFG"):
-        for value, (kernel, tag) in _CFG_TAGS.items():
-            if _launcher_reads("moe_gemm", f'"{value}"'):
-                out.append(Config("moe_gemm", f"{kernel}_{value}", (("K2K_MOE_GEMM_KERNEL", kernel), ("K2K_MOE_GEMM_CFG", value)),
-                                  smem_tags=(tag,) + tuple(f"moe_gemm_{kernel}_nt{nt}" for nt in _NTS[kernel]),
-                                  note=f"alternative {kernel} config {value} (applies to its nt only)"))
+                              smem_tags=(tag,), note=f"prefill tile kernel, {bm}-token tiles"))
     return out
 
 
@@ -301,7 +286,7 @@ def lookup(op: str, key: str, gpu: str, arch: str, bundled_dir: Optional[Path] =
     return None, "heuristic"
 
 
-KNOB_VARS = ("K2K_MOE_GEMM_KERNEL", "K2K_MOE_GEMM_CFG", "K2K_MOE_GEMM_NT")
+KNOB_VARS = ("K2K_MOE_GEMM_KERNEL", "K2K_MOE_GEMM_CFG")
 
 
 def dispatch_knobs(op: str, dims: dict, device: int, identity: Optional[Callable[[int], tuple]] = None) -> dict:
@@ -311,12 +296,11 @@ def dispatch_knobs(op: str, dims: dict, device: int, identity: Optional[Callable
     (device, op, shape, $K2K_TUNED_CONFIGS); `remember` and `clear_memory` reset the cache."""
     if any(v in os.environ for v in KNOB_VARS):
         return {}
-    key = shape_key(**dims)
-    ck = (device, op, key, os.environ.get(USER_ENV))
+    ck = (device, op, tuple(dims.items()), os.environ.get(USER_ENV))   # no string building per call
     hit = _DISPATCH.get(ck)
     if hit is None:
         gpu, arch = (identity or gpu_identity)(device)
-        rec, _ = lookup(op, key, gpu, arch)
+        rec, _ = lookup(op, shape_key(**dims), gpu, arch)
         hit = {k: str(v) for k, v in (rec or {}).get("knobs", {}).items()}
         _DISPATCH[ck] = hit
     return hit

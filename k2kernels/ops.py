@@ -14,8 +14,6 @@ import contextlib
 
 import torch
 
-from . import autotune
-
 _ops = torch.ops.k2kernels
 
 
@@ -24,6 +22,7 @@ def _tuned(t: torch.Tensor, dims: dict):
     torch.compile traces: compiled code and CUDA-graph captures take knobs from autotune.knobs)."""
     if not t.is_cuda or torch.compiler.is_compiling():
         return contextlib.nullcontext()
+    from . import autotune          # here, not at import: `python -m k2kernels.autotune` runs that module
     knobs = autotune.dispatch_knobs("moe_gemm", dims, t.device.index if t.device.index is not None
                                     else torch.cuda.current_device())
     return autotune.knobs({"knobs": knobs}) if knobs else contextlib.nullcontext()

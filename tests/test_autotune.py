@@ -71,9 +71,9 @@ def test_lookup_nearest_rows(tmp_path):
 
 def test_knobs_context_restores_env(monkeypatch):
     monkeypatch.setenv("K2K_MOE_GEMM_KERNEL", "pipe")
-    with at.knobs({"knobs": {"K2K_MOE_GEMM_KERNEL": "regs", "K2K_X_TEST": "1"}}):
+    with at.knobs({"knobs": {"K2K_MOE_GEMM_KERNEL": "persist", "K2K_X_TEST": "1"}}):
         import os
-        assert os.environ["K2K_MOE_GEMM_KERNEL"] == "regs" and os.environ["K2K_X_TEST"] == "1"
+        assert os.environ["K2K_MOE_GEMM_KERNEL"] == "persist" and os.environ["K2K_X_TEST"] == "1"
     import os
     assert os.environ["K2K_MOE_GEMM_KERNEL"] == "pipe" and "K2K_X_TEST" not in os.environ
     with at.knobs({"knobs": {}}, clear=at.KNOB_VARS):          # "auto": the launcher's own choice
@@ -86,14 +86,11 @@ def test_configs_enumerate_what_the_launchers_expose():
     names = {c.name for c in cfgs}
     assert "auto" in names and dict(next(c for c in cfgs if c.name == "auto").knobs) == {}
     kernels = {dict(c.knobs).get("K2K_MOE_GEMM_KERNEL") for c in cfgs if c.name != "auto"}
-    assert kernels == {"persist", "pipe", "regs", "tile"}   # the launcher reads K2K_MOE_GEMM_KERNEL today
-    if at._launcher_reads("moe_gemm", "K2K_MOE_GEMM_NT"):
-        assert names >= {"pipe_nt1", "pipe_nt8", "regs_nt4"}
-    else:
-        assert names >= {"pipe", "regs"}
-    for value in ("nt1b", "nt8w8"):                    # only values the launcher source mentions
-        assert (f"pipe_{value}" in names) == (at._launcher_reads("moe_gemm", "K2K_MOE_GEMM_CFG")
-                                              and at._launcher_reads("moe_gemm", f'"{value}"'))
+    assert kernels == {"persist", "pipe", "tile"}      # the launcher reads K2K_MOE_GEMM_KERNEL today
+    assert names == {"auto", "persist", "pipe", "tile_m64", "tile_m128"}
+    for c in cfgs:                                    # only values the launcher source mentions
+        for value in dict(c.knobs).values():
+            assert at._launcher_reads("moe_gemm", f'"{value}"'), (c.name, value)
     # every config's SMEM tags name budgets the family declares
     declared = set()
     import re
@@ -106,7 +103,7 @@ def test_configs_enumerate_what_the_launchers_expose():
 
 def test_tune_with_fake_timer_drops_smem_before_timing(tmp_path):
     cfgs = [at.Config("moe_gemm", "a", (("K2K_MOE_GEMM_KERNEL", "pipe"),), smem_tags=("t_a",)),
-            at.Config("moe_gemm", "b", (("K2K_MOE_GEMM_KERNEL", "regs"),), smem_tags=("t_b",)),
+            at.Config("moe_gemm", "b", (("K2K_MOE_GEMM_KERNEL", "persist"),), smem_tags=("t_b",)),
             at.Config("moe_gemm", "huge", smem_tags=("t_huge",)),
             at.Config("moe_gemm", "steps_down", smem_tags=("t_huge", "t_a")),     # a launcher that can step down
             at.Config("moe_gemm", "broken", smem_tags=())]
@@ -134,7 +131,7 @@ def test_tune_with_fake_timer_drops_smem_before_timing(tmp_path):
     entries = res.table[GPU][ARCH]["moe_gemm"]
     assert set(entries) == {at.shape_key(**d) for op, d in shapes[:2]}
     for rec in entries.values():
-        assert rec["config"] == "b" and rec["knobs"] == {"K2K_MOE_GEMM_KERNEL": "regs"}
+        assert rec["config"] == "b" and rec["knobs"] == {"K2K_MOE_GEMM_KERNEL": "persist"}
         assert set(rec["all_us"]) == {"a", "b", "steps_down"} and rec["us"] == min(rec["all_us"].values())
     # with SM120's limit cut to 60 000 B, b (90 000 B) is dropped and a wins
     res2 = at.tune(shapes[:1], GPU, "sm_120a", 60_000, budgets, fake_timer, progress=False, configs_for=lambda op: cfgs)
@@ -203,7 +200,7 @@ def test_dispatch_knobs(monkeypatch, tmp_path):
     assert at.dispatch_knobs("moe_gemm", dims, 0, ident) == {"K2K_MOE_GEMM_KERNEL": "persist"}
     assert at.dispatch_knobs("moe_gemm", dict(dims, M=4096), 0, ident) == {}          # far from M=8
     assert at.dispatch_knobs("moe_gemm", dims, 1, lambda d: ("NVIDIA RTX PRO 6000", "sm_120a")) == {}  # other GPU
-    monkeypatch.setenv("K2K_MOE_GEMM_CFG", "p512")                                    # explicit wins
+    monkeypatch.setenv("K2K_MOE_GEMM_CFG", "m64")                                     # explicit wins
     assert at.dispatch_knobs("moe_gemm", dims, 0, ident) == {}
     monkeypatch.delenv("K2K_MOE_GEMM_CFG")
     at.clear_memory()

@@ -27,16 +27,11 @@ struct MoeGemmParams {
 };
 
 // Swap-AB weight-streaming kernels (tokens on the MMA's N side, 8 * nt tokens per pass): the persistent
-// one (nt in {1, 2, 4}; moe_gemm_persist.cuh; kStreamPersistAlt: K step 512 for nt = 1; kStreamPersistS3:
-// 3 stages, 5 CTAs per SM for nt = 1), the cp.async
-// pipelined one (nt in {1, 2, 4, 8}; moe_gemm_pipe.cuh; kStreamPipeAlt: other nt = 1 / nt = 8 config) or the first register-
-// streaming version (nt in {1, 2, 4}; moe_gemm_regs.cuh; raw layouts only). Need K % 128 == 0, 16-byte
-// aligned a, w and w_scale. Return false (launching nothing) if the config's shared memory > smem_limit.
-// kStreamRegsLb: the register kernel's nt = 1 config compiled for 4 CTAs per SM.
-enum MoeStreamVariant : int {
-  kStreamPipe = 0, kStreamRegs = 1, kStreamPipeAlt = 2, kStreamRegsLb = 3, kStreamPersist = 4, kStreamPersistAlt = 5,
-  kStreamPersistS3 = 6
-};
+// one (kStreamPersist, nt in {1, 2, 4}; moe_gemm_persist.cuh) or the cp.async pipelined one
+// (kStreamPipe, nt in {1, 2, 4, 8}; moe_gemm_pipe.cuh; persist with nt = 8 runs it too). Need
+// K % 128 == 0, 16-byte aligned a, w and w_scale. Return false (launching nothing) if the config's
+// shared memory > smem_limit.
+enum MoeStreamVariant : int { kStreamPipe = 0, kStreamPersist = 1 };
 bool launch_moe_gemm_stream(const MoeGemmParams& p, int nt, int variant, int smem_limit, cudaStream_t stream);
 
 // Prefill tile kernel (moe_gemm_tile.cuh): bm = 64 or 128 tokens x 128 weight rows per CTA, weights

@@ -1,5 +1,5 @@
-// Config dispatch of the streaming kernels (one instantiation unit per config: moe_gemm_persist_nt*.cu,
-// moe_gemm_pipe_nt*.cu, moe_gemm_regs_nt*.cu, moe_gemm_tile_m*.cu).
+// Config dispatch (one instantiation unit per config: moe_gemm_persist_nt*.cu, moe_gemm_pipe_nt*.cu,
+// moe_gemm_tile_m*.cu).
 #include "moe_gemm/moe_gemm.h"
 
 namespace k2k {
@@ -7,52 +7,29 @@ bool launch_moe_gemm_pipe_nt1(const MoeGemmParams& p, int smem_limit, cudaStream
 bool launch_moe_gemm_pipe_nt2(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_pipe_nt4(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_pipe_nt8(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
-bool launch_moe_gemm_pipe_nt1b(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
-bool launch_moe_gemm_pipe_nt8w8(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_persist_nt1(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
-bool launch_moe_gemm_persist_nt1k512(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
-bool launch_moe_gemm_persist_nt1s3(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_persist_nt2(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_persist_nt4(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_tile_m64(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_tile_m128(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
-bool launch_moe_gemm_regs_nt1(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
-bool launch_moe_gemm_regs_nt1lb(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
-bool launch_moe_gemm_regs_nt2(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
-bool launch_moe_gemm_regs_nt4(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 
 bool launch_moe_gemm_tile(const MoeGemmParams& p, int bm, int smem_limit, cudaStream_t stream) {
   return bm == 64 ? launch_moe_gemm_tile_m64(p, smem_limit, stream) : launch_moe_gemm_tile_m128(p, smem_limit, stream);
 }
 
 bool launch_moe_gemm_stream(const MoeGemmParams& p, int nt, int variant, int smem_limit, cudaStream_t stream) {
-  if (variant == kStreamPersistS3 && nt == 1) return launch_moe_gemm_persist_nt1s3(p, smem_limit, stream);
-  if (variant == kStreamPersist || variant == kStreamPersistAlt || variant == kStreamPersistS3) {
+  if (variant == kStreamPersist && nt <= 4) {
     switch (nt) {
-      case 1:
-        return variant == kStreamPersistAlt ? launch_moe_gemm_persist_nt1k512(p, smem_limit, stream)
-                                            : launch_moe_gemm_persist_nt1(p, smem_limit, stream);
+      case 1: return launch_moe_gemm_persist_nt1(p, smem_limit, stream);
       case 2: return launch_moe_gemm_persist_nt2(p, smem_limit, stream);
       default: return launch_moe_gemm_persist_nt4(p, smem_limit, stream);
     }
   }
-  if (variant == kStreamRegsLb && nt == 1) return launch_moe_gemm_regs_nt1lb(p, smem_limit, stream);
-  if (variant == kStreamRegs || variant == kStreamRegsLb) {
-    switch (nt) {
-      case 1: return launch_moe_gemm_regs_nt1(p, smem_limit, stream);
-      case 2: return launch_moe_gemm_regs_nt2(p, smem_limit, stream);
-      default: return launch_moe_gemm_regs_nt4(p, smem_limit, stream);
-    }
-  }
   switch (nt) {
-    case 1:
-      return variant == kStreamPipeAlt ? launch_moe_gemm_pipe_nt1b(p, smem_limit, stream)
-                                       : launch_moe_gemm_pipe_nt1(p, smem_limit, stream);
+    case 1: return launch_moe_gemm_pipe_nt1(p, smem_limit, stream);
     case 2: return launch_moe_gemm_pipe_nt2(p, smem_limit, stream);
     case 4: return launch_moe_gemm_pipe_nt4(p, smem_limit, stream);
-    default:
-      return variant == kStreamPipeAlt ? launch_moe_gemm_pipe_nt8w8(p, smem_limit, stream)
-                                       : launch_moe_gemm_pipe_nt8(p, smem_limit, stream);
+    default: return launch_moe_gemm_pipe_nt8(p, smem_limit, stream);
   }
 }
 }  // namespace k2k

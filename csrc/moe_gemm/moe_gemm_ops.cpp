@@ -36,44 +36,42 @@ int pick_nt(int64_t M, int64_t E) {
   return 8;
 }
 
-// Which streaming kernel runs (read at launch, so at capture time under CUDA graphs).
-// Default: the persistent kernel (moe_gemm_persist.cuh) for passes of 8-32 tokens, the cp.async
-// pipelined kernel for 64-token passes. K2K_MOE_GEMM_KERNEL=persist|regs|pipe forces one (persist:
-// nt <= 4; regs: nt <= 4 on raw layouts, else persist; pipe: any nt). K2K_MOE_GEMM_CFG selects an alternative
-// config: p512 (persistent, 8 tokens, K step 512), p3 (persistent, 8 tokens, 3 stages, 5 CTAs per SM), nt1b / nt8w8 (pipelined 8-token / 64-token with 128
-// rows per CTA), nt1lb (register kernel, 8 tokens, 4 CTAs per SM). These are tuning knobs (autotune.py).
-int stream_variant(int scale_layout, int nt) {
-  const char* v = std::getenv("K2K_MOE_GEMM_KERNEL");
-  const std::string kernel = v ? v : "auto";
-  const char* c = std::getenv("K2K_MOE_GEMM_CFG");
-  const std::string cfg = c ? c : "";
-  if (cfg == "p512" && nt == 1) return k2k::kStreamPersistAlt;
-  if (cfg == "p3" && nt == 1) return k2k::kStreamPersistS3;
-  if (cfg == "nt1lb" && nt == 1 && scale_layout != k2k::kTiled) return k2k::kStreamRegsLb;
-  if ((cfg == "nt1b" && nt == 1) || (cfg == "nt8w8" && nt == 8)) return k2k::kStreamPipeAlt;
-  if (kernel == "pipe" || nt > 4) return k2k::kStreamPipe;
-  if (kernel == "regs" && scale_layout != k2k::kTiled) return k2k::kStreamRegs;
-  return k2k::kStreamPersist;
+// Kernel-choice knobs, read per call (so at capture time under CUDA graphs); tuning and tests only:
+// K2K_MOE_GEMM_KERNEL = persist | pipe | tile forces a kernel (persist: passes of <= 32 tokens, pipe
+// for 64), K2K_MOE_GEMM_CFG = m64 | m128 the tile kernel's height. Unknown values are an error.
+struct Knobs {
+  std::string kernel = "auto", cfg;
+};
+
+Knobs read_knobs() {
+  Knobs k;
+  if (const char* v = std::getenv("K2K_MOE_GEMM_KERNEL")) k.kernel = v;
+  if (const char* c = std::getenv("K2K_MOE_GEMM_CFG")) k.cfg = c;
+  TORCH_CHECK_VALUE(k.kernel == "auto" || k.kernel == "persist" || k.kernel == "pipe" || k.kernel == "tile",
+                    "k2kernels.moe_gemm: K2K_MOE_GEMM_KERNEL must be one of persist, pipe, tile (or unset); got '",
+                    k.kernel, "'");
+  TORCH_CHECK_VALUE(k.cfg.empty() || k.cfg == "m64" || k.cfg == "m128",
+                    "k2kernels.moe_gemm: K2K_MOE_GEMM_CFG must be m64 or m128 (or unset); got '", k.cfg, "'");
+  return k;
 }
 
 // Token rows per CTA of the prefill tile kernel, or 0 for the streaming kernels. Default: the tile
 // kernel once the mean rows per expert with rows exceed 24 (where the streaming kernels would make
-// 64-token passes), 128-token tiles from a mean of 48 (H200, gate_up E=384 top-8: mean 85 rows (T=4096)
-// 8.8 ms with 128-token tiles vs 12.7 ms with 64; mean 21 (T=1024): 6.4 ms with 64 vs 8.6 ms with 128). K2K_MOE_GEMM_KERNEL=tile forces it (any M),
-// =persist|regs|pipe (or a streaming K2K_MOE_GEMM_CFG) rules it out; K2K_MOE_GEMM_CFG=m64|m128 picks
-// the tile height.
-int tile_rows(int64_t M, int64_t E) {
-  const char* v = std::getenv("K2K_MOE_GEMM_KERNEL");
-  const std::string kernel = v ? v : "auto";
+// 64-token passes), 128-token tiles from a mean of 48 (H200, gate_up E=384 top-8: mean 85 rows
+// (T=4096) 8.8 ms with 128-token tiles vs 12.7 ms with 64; mean 21 (T=1024): 6.4 ms with 64 vs 8.6 ms
+// with 128).
+int tile_rows(int64_t M, int64_t E, const Knobs& k) {
   const int64_t slots = M < E ? M : E;
   const double mean = slots ? static_cast<double>(M) / static_cast<double>(slots) : 0.0;
-  const char* c = std::getenv("K2K_MOE_GEMM_CFG");
-  const std::string cfg = c ? c : "";
-  const bool stream_cfg = cfg == "p512" || cfg == "p3" || cfg == "nt1b" || cfg == "nt1lb" || cfg == "nt8w8";
-  if (kernel != "tile" && (kernel != "auto" || stream_cfg || mean <= 24.0)) return 0;
-  if (cfg == "m64") return 64;
-  if (cfg == "m128") return 128;
+  if (k.kernel != "tile" && (k.kernel != "auto" || mean <= 24.0)) return 0;
+  if (k.cfg == "m64") return 64;
+  if (k.cfg == "m128") return 128;
   return mean >= 48.0 ? 128 : 64;
+}
+
+// The persistent kernel for passes of 8-32 tokens (nt <= 4), the pipelined one for 64-token passes.
+int stream_variant(int nt, const Knobs& k) {
+  return k.kernel == "pipe" || nt > 4 ? k2k::kStreamPipe : k2k::kStreamPersist;
 }
 
 void check_inputs(const at::Tensor& a, const at::Tensor& w, const at::Tensor& w_scale, const at::Tensor& w_alpha,
@@ -143,6 +141,7 @@ at::Tensor moe_gemm_cuda(const at::Tensor& a, const at::Tensor& w, const at::Ten
                          c10::string_view layout_sv) {
   const std::string act(act_sv), scale_layout(layout_sv);
   check_inputs(a, w, w_scale, w_alpha, expert_offsets, act, a_scale, scale_layout);
+  const Knobs knobs = read_knobs();
   const c10::cuda::CUDAGuard guard(a.device());
   if (act == "nvfp4" && scale_layout == "swizzled") {
     if (auto native = try_sm120_w4a4(a, w, w_scale, w_alpha, expert_offsets, *a_scale)) return *native;
@@ -185,12 +184,12 @@ at::Tensor moe_gemm_cuda(const at::Tensor& a, const at::Tensor& w, const at::Ten
   bool launched = false;
   const int limit = k2k::smem_optin_limit(a.get_device());
   if (aligned16 && K % 64 == 0) {
-    const int bm = tile_rows(M, E);
+    const int bm = tile_rows(M, E, knobs);
     if (bm > 0) launched = k2k::launch_moe_gemm_tile(p, bm, limit, stream);
   }
   if (aligned16 && K % 128 == 0 && !launched) {
     for (int nt = pick_nt(M, E); nt >= 1 && !launched; nt /= 2) {   // a config over the SMEM limit: smaller nt
-      const int variant = stream_variant(p.scale_layout, nt);
+      const int variant = stream_variant(nt, knobs);
       launched = k2k::launch_moe_gemm_stream(p, nt, variant, limit, stream);
     }
   }

@@ -144,9 +144,9 @@ struct UnitAddress {
   }
 };
 
-// kMinBlocks: resident CTAs per SM asked of the compiler (caps registers; more warps hide more latency).
-template <int kNT, int kStepK, int kStages, int kLayout, int kMinBlocks>
-__global__ void __launch_bounds__(kPersistWarps * 32, kMinBlocks)
+// (launch bounds as measured on the H200: 128 threads, at least 1 CTA per SM)
+template <int kNT, int kStepK, int kStages, int kLayout>
+__global__ void __launch_bounds__(kPersistWarps * 32, 1)
 moe_gemm_persist_kernel(const MoeGemmParams p) {
   using Cfg = PipeCfg<kNT, kStepK, kStages, kPersistWarps>;
   constexpr int kThreads = Cfg::kThreads;
@@ -333,9 +333,9 @@ moe_gemm_persist_kernel(const MoeGemmParams p) {
   cp_async_wait<0>();
 }
 
-template <int kNT, int kStepK, int kStages, int kMinBlocks, int kLayout>
+template <int kNT, int kStepK, int kStages, int kLayout>
 void launch_persist_layout(const MoeGemmParams& p, int smem, int max_units, cudaStream_t stream) {
-  auto* k = moe_gemm_persist_kernel<kNT, kStepK, kStages, kLayout, kMinBlocks>;
+  auto* k = moe_gemm_persist_kernel<kNT, kStepK, kStages, kLayout>;
   int dev = 0;
   cudaGetDevice(&dev);
   // Resident CTAs per SM of this instantiation, queried once per device (a host call per launch would
@@ -357,7 +357,7 @@ void launch_persist_layout(const MoeGemmParams& p, int smem, int max_units, cuda
 }
 
 // Returns false (launching nothing) if the config's shared memory exceeds smem_limit.
-template <int kNT, int kStepK, int kStages, int kMinBlocks = 1>
+template <int kNT, int kStepK, int kStages>
 bool launch_persist(const MoeGemmParams& p, int smem_limit, cudaStream_t stream) {
   using Cfg = PipeCfg<kNT, kStepK, kStages, kPersistWarps>;
   constexpr int smem = Cfg::kSmemBytes;
@@ -366,9 +366,9 @@ bool launch_persist(const MoeGemmParams& p, int smem_limit, cudaStream_t stream)
   if (slots == 0) return true;
   const int64_t ntiles = (p.N + Cfg::kRows - 1) / Cfg::kRows;
   const int max_units = static_cast<int>(slots * ntiles < (int64_t(1) << 30) ? slots * ntiles : (int64_t(1) << 30));
-  if (p.scale_layout == kScaleLinear) launch_persist_layout<kNT, kStepK, kStages, kMinBlocks, kScaleLinear>(p, smem, max_units, stream);
-  else if (p.scale_layout == kTiled) launch_persist_layout<kNT, kStepK, kStages, kMinBlocks, kTiled>(p, smem, max_units, stream);
-  else launch_persist_layout<kNT, kStepK, kStages, kMinBlocks, kScaleSwizzled>(p, smem, max_units, stream);
+  if (p.scale_layout == kScaleLinear) launch_persist_layout<kNT, kStepK, kStages, kScaleLinear>(p, smem, max_units, stream);
+  else if (p.scale_layout == kTiled) launch_persist_layout<kNT, kStepK, kStages, kTiled>(p, smem, max_units, stream);
+  else launch_persist_layout<kNT, kStepK, kStages, kScaleSwizzled>(p, smem, max_units, stream);
   return true;
 }
 

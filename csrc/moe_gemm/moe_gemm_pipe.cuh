@@ -7,8 +7,8 @@
 // Each weight byte is read from HBM once per pass.
 //
 // Why a shared-memory pipeline: decode is a pure streaming problem, and HBM needs ~50+ KB in flight
-// per SM. Loading weights into registers caps that at what registers can hold (the first version,
-// moe_gemm_regs.cuh, reached ~2 TB/s on the H200); cp.async into kStages shared-memory stages keeps
+// per SM. Loading weights into registers caps that at what registers can hold (a register-streaming
+// first version reached ~2 TB/s on the H200; removed since); cp.async into kStages shared-memory stages keeps
 // (kStages - 1) stages of weights, scales and activations in flight while one is computed.
 //
 // K order: the dot product may run over K in any order as long as A and B use the same one. Per step
