@@ -2,8 +2,9 @@
 family's configs at a model's shapes on this GPU and write the fastest per shape as JSON.
 
 What can be tuned is what the kernels expose (read from their launchers, not guessed):
-  moe_gemm             the launcher's heuristic ("auto"), K2K_MOE_GEMM_KERNEL = persist | pipe, and the
-                       tile kernel at each height (K2K_MOE_GEMM_KERNEL=tile, K2K_MOE_GEMM_CFG = m64 | m128);
+  moe_gemm             the launcher's heuristic ("auto"), K2K_MOE_GEMM_KERNEL = persist | pipe, the bulk
+                       kernel's stages (bulk, K2K_MOE_GEMM_CFG = s2 | s3) and the tile kernel's height
+                       (tile, K2K_MOE_GEMM_CFG = m64 | m128), timed on the tiled layout where it applies;
                        csrc/moe_gemm/moe_gemm_ops.cpp reads both on every call; a knob or value its
                        source does not mention is not enumerated.
   moe_gemm_w4a4_sm120  the op's `config` argument (t128x128, t128x128_pingpong, t256x128); SM120 only.
@@ -71,19 +72,26 @@ def _launcher_reads(family: str, text: str) -> bool:
 
 
 _NTS = {"persist": (1, 2, 4), "pipe": (1, 2, 4, 8)}     # streaming kernels: tokens-per-pass configs
+_BULK_STAGES = (2, 3)                                   # bulk-copy decode kernel (K2K_MOE_GEMM_CFG=s2|s3)
 _TILE_ROWS = (64, 128)                                  # tile kernel heights (K2K_MOE_GEMM_CFG=m64|m128)
 
 
 def moe_gemm_configs() -> list[Config]:
     """moe_gemm's tuning knobs, as its launcher (csrc/moe_gemm/moe_gemm_ops.cpp) reads them per call:
-    K2K_MOE_GEMM_KERNEL = persist | pipe | tile (unset: its heuristic), with tile K2K_MOE_GEMM_CFG =
-    m64 | m128. A knob the launcher's source does not mention is not enumerated. The tokens per pass
-    (nt) stay the launcher's pick_nt(), which steps down when a config does not fit."""
+    K2K_MOE_GEMM_KERNEL = bulk | persist | pipe | tile (unset: its heuristic), with tile K2K_MOE_GEMM_CFG =
+    m64 | m128 and bulk s2 | s3. A knob the launcher's source does not mention is not enumerated. The
+    tokens per pass (nt) stay the launcher's pick_nt(), which steps down when a config does not fit.
+    Timed on the tiled layout where the shape allows it (what KimiMoE and fused_moe use on CUDA)."""
     tile_tags = tuple(f"moe_gemm_tile_m{bm}" for bm in _TILE_ROWS)
     all_tags = tuple(f"moe_gemm_{k}_nt{n}" for k, nts in _NTS.items() for n in nts) + tile_tags
-    out = [Config("moe_gemm", "auto", (), smem_tags=all_tags, note="the launcher's own heuristic")]
+    bulk_tags = tuple(f"moe_gemm_bulk_nt1_s{st}" for st in _BULK_STAGES)
+    out = [Config("moe_gemm", "auto", (), smem_tags=all_tags + bulk_tags, note="the launcher's own heuristic")]
     if not _launcher_reads("moe_gemm", "K2K_MOE_GEMM_KERNEL"):
         return out
+    if _launcher_reads("moe_gemm", '"bulk"'):
+        for st, tag in zip(_BULK_STAGES, bulk_tags):
+            out.append(Config("moe_gemm", f"bulk_s{st}", (("K2K_MOE_GEMM_KERNEL", "bulk"), ("K2K_MOE_GEMM_CFG", f"s{st}")),
+                              smem_tags=(tag,), note=f"bulk-copy decode kernel, {st} stages (tiled layout, sm_90+)"))
     for kernel, nts in _NTS.items():
         if _launcher_reads("moe_gemm", f'"{kernel}"'):
             out.append(Config("moe_gemm", kernel, (("K2K_MOE_GEMM_KERNEL", kernel),),
@@ -383,7 +391,12 @@ def make_runner(op: str, dims: dict, cfg: Config, device="cuda"):
         a, w, s, alpha, off = random_moe_operands(dims["E"], dims["N"], dims["K"], dims["M"], device)
         if op == "moe_gemm":
             a_scale = torch.full((dims["E"],), 0.02, device=device) if dims["act"] == "nvfp4" else None
-            return lambda: torch.ops.k2kernels.moe_gemm(a, w, s, alpha, off, dims["act"], a_scale, "linear")
+            layout = "linear"
+            if dims["N"] % 64 == 0 and dims["K"] % 512 == 0:   # the layout engines run (prepared once)
+                from .moe_gemm_prepare import prepare_moe_gemm_weights
+                w, s = prepare_moe_gemm_weights(w, s)
+                layout = "tiled"
+            return lambda: torch.ops.k2kernels.moe_gemm(a, w, s, alpha, off, dims["act"], a_scale, layout)
         from . import nvfp4
         s_swz = nvfp4.swizzle_scales(s)          # the kernel-native layout, prepared once
         a_scale = torch.full((dims["E"],), 0.02, device=device)

@@ -1,10 +1,12 @@
 """One-time weight preparation for the moe_gemm CUDA kernel (run at model load, never per call).
 
 `prepare_moe_gemm_weights` permutes NVFP4 expert weights [E, N, K/2] and their e4m3 block scales into
-the "tiled" layout the streaming kernel reads fastest: every (expert, 64-row tile, 512-K step) block
+the "tiled" layout the streaming kernels read fastest: every (expert, 64-row tile, 512-K step) block
 is contiguous, i.e. 64 rows x 256 bytes = 16 KB of codes and 64 rows x 32 bytes = 2 KB of scales.
-One pipeline stage of the kernel is then one sequential 16 KB read instead of 64 pieces of 256 B
-spread over 64 rows (which wastes DRAM row activations). Shapes and dtypes stay [E, N, K/2] uint8 and
+One pipeline stage of the kernel is then one sequential 16 KB read (one bulk copy in the decode
+kernel, csrc/moe_gemm/moe_gemm_bulk.cuh) instead of 64 pieces of 256 B spread over 64 rows. Inside a
+tile, the 16-byte chunks of each odd row are swapped pairwise (chunk c at c ^ 1), so that the bulk-copied
+tile is read from shared memory without bank conflicts. Shapes and dtypes stay [E, N, K/2] uint8 and
 [E, N, K/16] float8_e4m3fn; pass scale_layout="tiled" to moe_gemm. Needs N % 64 == 0, K % 512 == 0.
 """
 from __future__ import annotations
@@ -23,18 +25,25 @@ def _check(E, N, K, op="prepare_moe_gemm_weights"):
                          f"got N={N}, K={K} (use scale_layout='linear' for other shapes)")
 
 
+def _swap_odd_row_chunks(t: torch.Tensor) -> torch.Tensor:
+    """[..., 64 rows, 256 bytes] -> the same with each odd row's 16-byte chunks swapped pairwise (c <-> c ^ 1).
+    Its own inverse."""
+    s = t.reshape(*t.shape[:-2], TILE_N // 2, 2, TILE_K // 64, 2, 16)
+    return torch.stack([s[..., 0, :, :, :], s[..., 1, :, :, :].flip(-2)], dim=-4).reshape(t.shape)
+
+
 def tile_codes(w: torch.Tensor) -> torch.Tensor:
     """[E, N, K/2] uint8 (row-major) -> the same shape in tiled order."""
     E, N, K2 = w.shape
     _check(E, N, 2 * K2)
     t = w.reshape(E, N // TILE_N, TILE_N, K2 // (TILE_K // 2), TILE_K // 2)
-    return t.permute(0, 1, 3, 2, 4).contiguous().reshape(E, N, K2)
+    return _swap_odd_row_chunks(t.permute(0, 1, 3, 2, 4)).contiguous().reshape(E, N, K2)
 
 
 def untile_codes(w: torch.Tensor) -> torch.Tensor:
     E, N, K2 = w.shape
     _check(E, N, 2 * K2, "untile")
-    t = w.reshape(E, N // TILE_N, K2 // (TILE_K // 2), TILE_N, TILE_K // 2)
+    t = _swap_odd_row_chunks(w.reshape(E, N // TILE_N, K2 // (TILE_K // 2), TILE_N, TILE_K // 2))
     return t.permute(0, 1, 3, 2, 4).contiguous().reshape(E, N, K2)
 
 

@@ -129,6 +129,13 @@ def test_tiled_layout_round_trip_and_reference_cpu():
     wt, st = prepare_moe_gemm_weights(w, s)
     assert not torch.equal(wt, w)
     assert torch.equal(untile_codes(wt), w) and torch.equal(untile_scales(st).view(torch.uint8), s.view(torch.uint8))
+    # byte (e, n, kbyte) of the codes sits where csrc/moe_gemm/moe_gemm_common.cuh:weight_index says: tile
+    # (e, n / 64, kbyte / 256), row n % 64, 16-byte chunk (kbyte % 256) / 16 swapped pairwise in odd rows
+    flat = wt.reshape(-1)
+    for e, n, kb in [(0, 0, 0), (1, 1, 0), (1, 1, 17), (0, 63, 255), (1, 64, 256), (1, 127, 511), (0, 5, 300)]:
+        tile = (e * (N // 64) + n // 64) * (K // 512) + kb // 256
+        b = kb % 256
+        assert flat[tile * 64 * 256 + (n % 64) * 256 + (((b >> 4) ^ (n & 1)) << 4) + (b & 15)] == w[e, n, kb]
     ws, ss = prepare_moe_gemm_weights(w, nvfp4.swizzle_scales(s), "swizzled")
     assert torch.equal(ws, wt) and torch.equal(ss.view(torch.uint8), st.view(torch.uint8))
     offsets = offsets_from_counts((3, 2), "cpu")
@@ -243,7 +250,7 @@ def test_unknown_knob_is_a_clear_error(knob, value, monkeypatch):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("kernel", ["pipe", "persist", "tile"])
+@pytest.mark.parametrize("kernel", ["bulk", "pipe", "persist", "tile"])
 @pytest.mark.parametrize("E,N,K,counts", TILED)
 def test_each_kernel_tiled_layout(E, N, K, counts, kernel, monkeypatch):
     """Every kernel forced, on the prepared (tiled) layout: mean rows 1.7 .. 55."""
@@ -252,13 +259,40 @@ def test_each_kernel_tiled_layout(E, N, K, counts, kernel, monkeypatch):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("T", [1, 4, 64, 512, 1024])   # layouts: swizzled, linear, tiled, linear, tiled
+@pytest.mark.parametrize("kind", ["quant", "bytes"])
+@pytest.mark.parametrize("stages", ["s2", "s3"])
+@pytest.mark.parametrize("E,N,K,counts", TILED + [(2, 256, 3584 + 512, (1, 17))])
+def test_bulk_kernel_stages(E, N, K, counts, stages, kind, monkeypatch):
+    """The bulk-copy decode kernel with both stage counts (stages wrap around units and token groups)."""
+    monkeypatch.setenv("K2K_MOE_GEMM_KERNEL", "bulk")
+    monkeypatch.setenv("K2K_MOE_GEMM_CFG", stages)
+    check_kernel_case(E, N, K, counts, kind, "tiled")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.is_available() and torch.cuda.get_device_capability()[0] < 9, reason="bulk copies need sm_90+")
+def test_bulk_kernel_is_the_tiled_decode_default():
+    """Decode on the tiled layout runs the bulk-copy kernel (not a silent fallback): checked by kernel name."""
+    E, N, K, counts = 8, 128, 1024, (1, 0, 2, 1, 0, 0, 1, 1)
+    w, s, alpha = make_weights(E, N, K, "bytes", "cuda", "tiled")
+    offsets = offsets_from_counts(counts, "cuda")
+    a = torch.randn(sum(counts), K, device="cuda").to(torch.bfloat16)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        out = run_op(a, w, s, alpha, offsets, scale_layout="tiled")
+        torch.cuda.synchronize()
+    names = [e.name for e in prof.events()]
+    assert any("moe_gemm_bulk_kernel" in n for n in names), names
+    assert_close(out, cheap_reference(a, w, s, alpha, offsets, "tiled"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T", [1, 4, 8, 64, 512, 1024])   # layouts: swizzled, linear, tiled, tiled, linear, tiled
 @pytest.mark.parametrize("shape", [GATE_UP, DOWN], ids=["gate_up", "down"])
 def test_kimi_top8_routing(T, shape):
     """Uniform top-8 routing over 384 experts (the decode/prefill mixes the benchmark times)."""
     N, K = shape
     E = 384
-    layout = {1: "swizzled", 4: "linear", 64: "tiled", 512: "linear", 1024: "tiled"}[T]
+    layout = {1: "swizzled", 4: "linear", 8: "tiled", 64: "tiled", 512: "linear", 1024: "tiled"}[T]
     w, s, alpha = make_weights(E, N, K, "bytes", "cuda", layout)
     ids = torch.rand(T, E, device="cuda").topk(8, dim=1).indices
     counts = torch.bincount(ids.flatten(), minlength=E).tolist()

@@ -37,7 +37,9 @@ __device__ __forceinline__ int64_t weight_index(const MoeGemmParams& p, int e, i
   if constexpr (kLayout == kTiled) {           // [E][N/64][K/512][64 rows][256 bytes]
     constexpr int kRowBytes = kTileK / 2;
     const int64_t tile = (int64_t(e) * (p.N / kTileN) + n / kTileN) * (p.K / kTileK) + kbyte / kRowBytes;
-    return tile * (kTileN * kRowBytes) + (n % kTileN) * kRowBytes + kbyte % kRowBytes;
+    const int b = kbyte % kRowBytes;
+    // 16-byte chunk c of an odd row sits at c ^ 1 (the bulk-copy kernel's conflict-free read order)
+    return tile * (kTileN * kRowBytes) + (n % kTileN) * kRowBytes + (((b >> 4) ^ (n & 1)) << 4) + (b & 15);
   } else {
     return (int64_t(e) * p.N + n) * (p.K / 2) + kbyte;
   }

@@ -37,8 +37,9 @@ int pick_nt(int64_t M, int64_t E) {
 }
 
 // Kernel-choice knobs, read per call (so at capture time under CUDA graphs); tuning and tests only:
-// K2K_MOE_GEMM_KERNEL = persist | pipe | tile forces a kernel (persist: passes of <= 32 tokens, pipe
-// for 64), K2K_MOE_GEMM_CFG = m64 | m128 the tile kernel's height. Unknown values are an error.
+// K2K_MOE_GEMM_KERNEL = bulk | persist | pipe | tile forces a kernel (bulk: 8-token passes, tiled layout
+// on sm_90+, else the default; persist: passes of <= 32 tokens, pipe for 64), K2K_MOE_GEMM_CFG =
+// m64 | m128 the tile kernel's height, s2 | s3 the bulk kernel's stages. Unknown values are an error.
 struct Knobs {
   std::string kernel = "auto", cfg;
 };
@@ -47,13 +48,19 @@ Knobs read_knobs() {
   Knobs k;
   if (const char* v = std::getenv("K2K_MOE_GEMM_KERNEL")) k.kernel = v;
   if (const char* c = std::getenv("K2K_MOE_GEMM_CFG")) k.cfg = c;
-  TORCH_CHECK_VALUE(k.kernel == "auto" || k.kernel == "persist" || k.kernel == "pipe" || k.kernel == "tile",
-                    "k2kernels.moe_gemm: K2K_MOE_GEMM_KERNEL must be one of persist, pipe, tile (or unset); got '",
+  TORCH_CHECK_VALUE(k.kernel == "auto" || k.kernel == "bulk" || k.kernel == "persist" || k.kernel == "pipe" ||
+                        k.kernel == "tile",
+                    "k2kernels.moe_gemm: K2K_MOE_GEMM_KERNEL must be one of bulk, persist, pipe, tile (or unset); got '",
                     k.kernel, "'");
-  TORCH_CHECK_VALUE(k.cfg.empty() || k.cfg == "m64" || k.cfg == "m128",
-                    "k2kernels.moe_gemm: K2K_MOE_GEMM_CFG must be m64 or m128 (or unset); got '", k.cfg, "'");
+  TORCH_CHECK_VALUE(k.cfg.empty() || k.cfg == "m64" || k.cfg == "m128" || k.cfg == "s2" || k.cfg == "s3",
+                    "k2kernels.moe_gemm: K2K_MOE_GEMM_CFG must be one of m64, m128, s2, s3 (or unset); got '", k.cfg, "'");
   return k;
 }
+
+// The bulk-copy decode kernel: by default for 8-token passes (nt = 1, a mean of <= 4 rows per expert);
+// it declines (and the persistent kernel runs) on layouts other than tiled and before sm_90.
+bool use_bulk(int nt, const Knobs& k) { return k.kernel == "bulk" || (k.kernel == "auto" && nt == 1); }
+int bulk_stages(const Knobs& k) { return k.cfg == "s3" ? 3 : 2; }
 
 // Token rows per CTA of the prefill tile kernel, or 0 for the streaming kernels. Default: the tile
 // kernel once the mean rows per expert with rows exceed 24 (where the streaming kernels would make
@@ -179,13 +186,17 @@ at::Tensor moe_gemm_cuda(const at::Tensor& a, const at::Tensor& w, const at::Ten
   p.kb_pad = static_cast<int>(w_scale.size(2));
 
   // The tile and streaming kernels read 16-byte vectors of a and w and 4- to 16-byte scale groups;
-  // the tile kernel needs K % 64 == 0, the streaming kernels K % 128 == 0; anything else: generic.
+  // the tile kernel needs K % 64 == 0, the streaming kernels K % 128 == 0 (bulk: the tiled layout,
+  // K % 512 == 0); anything else: generic.
   const bool aligned16 = aligned(p.a, 16) && aligned(p.w, 16) && aligned(p.w_scale, 16);
   bool launched = false;
   const int limit = k2k::smem_optin_limit(a.get_device());
   if (aligned16 && K % 64 == 0) {
     const int bm = tile_rows(M, E, knobs);
     if (bm > 0) launched = k2k::launch_moe_gemm_tile(p, bm, limit, stream);
+  }
+  if (aligned16 && !launched && use_bulk(pick_nt(M, E), knobs)) {
+    launched = k2k::launch_moe_gemm_bulk(p, bulk_stages(knobs), limit, stream);
   }
   if (aligned16 && K % 128 == 0 && !launched) {
     for (int nt = pick_nt(M, E); nt >= 1 && !launched; nt /= 2) {   // a config over the SMEM limit: smaller nt

@@ -112,7 +112,8 @@ __device__ __forceinline__ void zero_rows_without_expert(const MoeGemmParams& p)
 // Byte offsets for the copies of a 64-row unit (rows n0 .. n0 + 63, n0 % 64 == 0): weight / scale =
 // 64-bit offsets of (expert, row n0, K = 0); weight_row / scale_row = offsets of row n0 + r (clamped to
 // N - 1) relative to them; step_weight / step_scale = what K step k0 adds (the same for every row).
-// Same byte addresses as weight_index / scale_index (moe_gemm_common.cuh), which define the layouts.
+// Same byte addresses as weight_index / scale_index (moe_gemm_common.cuh), which define the layouts,
+// except the tiled layout's chunk swap in odd rows, which the copy's destination undoes.
 template <int kLayout>
 struct UnitAddress {
   int64_t weight, scale;
@@ -217,7 +218,9 @@ moe_gemm_persist_kernel(const MoeGemmParams p) {
 #pragma unroll
     for (int j = 0; j < kWC; ++j) {
       const int r = (tid + j * kThreads) / Cfg::kCpr;
-      cp_async_16(st + (r * Cfg::kCpr + weight_chunk_swizzle<Cfg::kCpr>(r, wc)) * 16, wsrc[j] + woff, wvalid ? 16 : 0);
+      // the tiled layout stores an odd row's chunk c at c ^ 1 (moe_gemm_common.cuh: weight_index)
+      const int c = kLayout == kTiled ? wc ^ (r & 1) : wc;
+      cp_async_16(st + (r * Cfg::kCpr + weight_chunk_swizzle<Cfg::kCpr>(r, c)) * 16, wsrc[j] + woff, wvalid ? 16 : 0);
     }
     uint8_t* ss = st + Cfg::kWeightBytes;
     if (scale_copier) {

@@ -1,0 +1,257 @@
+// Persistent swap-AB decode kernel fed by bulk copies (cp.async.bulk + mbarrier; sm_90 and sm_120).
+//
+// Why (benchmarks/probe_stream.cu, H200, 2026-11-29): with the decode kernel's math per weight byte
+// (dequantize + mma.sync) next to the copies, streaming reaches 83-88 % of the 4.2 TB/s copy rate, and
+// without the math 96 %; the persistent cp.async kernel (moe_gemm_persist.cuh) reached 56 %. Its SASS
+// has ~500 instructions per 256-K step per thread, of which ~130 issue copies (address math, predicates,
+// zero-fill) and ~30 walk the work list, next to ~340 of math: the kernel is issue-bound, and the copies
+// are the part that can move off the math warps. Here one producer warp issues all copies as bulk copies
+// that complete on the stage's "full" mbarrier; the four math warps only wait, compute, and release the
+// stage on its "empty" mbarrier. No __syncthreads in the loop.
+//
+// Work list, units (active expert, 64-row N tile), token groups, epilogue and dequantization are the
+// persistent kernel's (moe_gemm_persist.cuh, moe_gemm_mma.cuh). A bulk copy cannot swizzle, so the
+// kernel reads the tiled layout only (k2kernels/moe_gemm_prepare.py), whose 64-row x 512-K tiles are
+// stored exactly as this kernel wants them in shared memory: one 16 KB copy of codes and one 2 KB copy
+// of scales per K step. Bank conflicts are avoided by the tile's chunk order and the K order:
+//   - thread (g, q) owns the 16-byte chunks {2q, 2q+1, 2q+8, 2q+9} of its rows; the tiled layout
+//     stores chunk c of row r at c ^ (r & 1), so the eight lanes of a shared-memory phase (rows r and
+//     r + 1, q = 0..3) hit eight different 16-byte bank groups;
+//   - activations: each token's 1 KB of the step is copied as eight 128-byte pieces, piece m = 4h + q
+//     holding K [256h + 64q, +64) at m * 144 bytes, tokens 1216 bytes apart: conflict-free the same way;
+//   - scales: the tile's 32 bytes per row, row-major.
+// Tokens past an expert's rows are not copied: their activation slots keep stale data, which only ever
+// reaches their own output columns (an MMA column depends on its B column alone), and those are not
+// written. Needs the tiled layout (N % 64 == 0, K % 512 == 0) and 16-byte aligned a, w and w_scale.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <cstdint>
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#include <cuda/ptx>
+#define K2K_BULK_COPY 1
+#endif
+
+#include "moe_gemm/moe_gemm.h"
+#include "moe_gemm/moe_gemm_common.cuh"
+#include "moe_gemm/moe_gemm_mma.cuh"
+#include "moe_gemm/moe_gemm_persist.cuh"
+
+namespace k2k {
+namespace moe {
+
+constexpr int kBulkMathWarps = 4;                          // 16 weight rows each: 64-row units
+constexpr int kBulkThreads = (kBulkMathWarps + 1) * 32;    // + the producer warp
+constexpr int kBulkStepK = 512;
+constexpr int kBulkStaticSmemReserve = 2048;               // expert bitmask, mbarriers, compiler's own
+
+template <int kNT, int kStages>
+struct BulkCfg {
+  static constexpr int kTokens = 8 * kNT;
+  static constexpr int kRows = kBulkMathWarps * 16;
+  static constexpr int kRowBytes = kBulkStepK / 2;         // 256 code bytes per row per step
+  static constexpr int kScaleRow = kBulkStepK / 16;        // 32 scale bytes per row per step
+  static constexpr int kPiece = 128;                       // activation piece: 64 K elements
+  static constexpr int kPieceStride = kPiece + 16;
+  static constexpr int kTokenStride = 8 * kPieceStride + 64;   // 1216 = 76 x 16: tokens g, g+1 4 groups apart
+  static constexpr int kWeightBytes = kRows * kRowBytes;
+  static constexpr int kScaleBytes = kRows * kScaleRow;
+  static constexpr int kActBytes = kTokens * kTokenStride;
+  static constexpr int kStageBytes = kWeightBytes + kScaleBytes + kActBytes;
+  static constexpr int kSmemBytes = kStages * kStageBytes;
+  static constexpr uint32_t kFixedTx = kWeightBytes + kScaleBytes;   // bytes per stage besides activations
+  static_assert(kWeightBytes % 16 == 0 && kScaleBytes % 16 == 0 && kTokenStride % 16 == 0, "16-byte copy targets");
+  static_assert(kTokenStride / 16 % 8 == 4, "tokens g and g + 1 must be four bank groups apart");
+};
+
+#ifdef K2K_BULK_COPY
+__device__ __forceinline__ void bulk_copy(void* smem, const void* gmem, uint32_t bytes, uint64_t* bar) {
+  cuda::ptx::cp_async_bulk(cuda::ptx::space_shared, cuda::ptx::space_global, smem, gmem, bytes, bar);
+}
+__device__ __forceinline__ void wait_phase(uint64_t* bar, uint32_t parity) {
+  while (!cuda::ptx::mbarrier_try_wait_parity(bar, parity)) {
+  }
+}
+#endif
+
+template <int kNT, int kStages>
+__global__ void __launch_bounds__(kBulkThreads, 1) moe_gemm_bulk_kernel(const MoeGemmParams p) {
+#ifdef K2K_BULK_COPY
+  using Cfg = BulkCfg<kNT, kStages>;
+  extern __shared__ __align__(128) uint8_t bulk_smem[];
+  __shared__ uint32_t nz_words[kMaxExpertWords];
+  __shared__ __align__(8) uint64_t full[kStages], empty[kStages];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  if (tid == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      cuda::ptx::mbarrier_init(&full[s], 1);                  // the producer's arrive + the copies' bytes
+      cuda::ptx::mbarrier_init(&empty[s], kBulkMathWarps);    // one arrive per math warp
+    }
+    cuda::ptx::fence_mbarrier_init(cuda::ptx::sem_release, cuda::ptx::scope_cluster);
+  }
+  const int active = mark_active_experts<kBulkThreads>(p, nz_words);   // its __syncthreads publishes the init
+  zero_rows_without_expert(p);
+  const int ntiles = (p.N + Cfg::kRows - 1) / Cfg::kRows;
+  const WorkList list{&p, nz_words, (p.E + 31) / 32, active * ntiles, ntiles, p.K / kBulkStepK, Cfg::kTokens,
+                      static_cast<int>(gridDim.x)};
+  WorkPos pos;
+  list.set_unit(pos, blockIdx.x);
+  if (pos.unit >= list.units) return;
+
+  if (warp == kBulkMathWarps) {
+    // ---- producer warp: lane 0 copies the step's code and scale tiles, lane l the activation pieces
+    // l + 32 j (token (l + 32 j) / 8, piece (l + 32 j) % 8) ----
+    constexpr int kPieces = Cfg::kTokens * 8 / 32;
+    const uint8_t* wtile = nullptr;
+    const uint8_t* stile = nullptr;
+    const __nv_bfloat16* arow[kPieces];
+    int s = 0;
+    uint32_t phase = 0;
+    for (int64_t i = 0; pos.unit < list.units; ++i) {
+      if (pos.s == 0) {                                       // a new unit or token group: resolve sources
+        wtile = p.w + weight_index<kTiled>(p, pos.expert, pos.n0, 0);
+        stile = p.w_scale + scale_index<kTiled>(p, pos.expert, pos.n0, 0);
+#pragma unroll
+        for (int j = 0; j < kPieces; ++j) {
+          const int idx = lane + 32 * j, tok = idx >> 3, m = idx & 7;
+          const int64_t row = pos.row0 + pos.tg + (pos.tg + tok < pos.count ? tok : 0);
+          arow[j] = p.a + row * p.K + (m >> 2) * 256 + (m & 3) * 64;
+        }
+      }
+      if (i >= kStages) wait_phase(&empty[s], phase ^ 1);     // the math warps released this stage
+      const int valid = min(Cfg::kTokens, pos.count - pos.tg);
+      uint8_t* st = bulk_smem + s * Cfg::kStageBytes;
+      if (lane == 0) {                                        // tiles of one expert's N tile follow each other in K
+        cuda::ptx::mbarrier_arrive_expect_tx(cuda::ptx::sem_release, cuda::ptx::scope_cta, cuda::ptx::space_shared,
+                                             &full[s], Cfg::kFixedTx + uint32_t(valid) * (8 * Cfg::kPiece));
+        bulk_copy(st, wtile + int64_t(pos.s) * Cfg::kWeightBytes, Cfg::kWeightBytes, &full[s]);
+        bulk_copy(st + Cfg::kWeightBytes, stile + int64_t(pos.s) * Cfg::kScaleBytes, Cfg::kScaleBytes, &full[s]);
+      }
+      const int k0 = pos.s * kBulkStepK;
+#pragma unroll
+      for (int j = 0; j < kPieces; ++j) {
+        const int idx = lane + 32 * j, tok = idx >> 3, m = idx & 7;
+        if (tok < valid)
+          bulk_copy(st + Cfg::kWeightBytes + Cfg::kScaleBytes + tok * Cfg::kTokenStride + m * Cfg::kPieceStride,
+                    arow[j] + k0, Cfg::kPiece, &full[s]);
+      }
+      list.advance(pos);
+      if (++s == kStages) {
+        s = 0;
+        phase ^= 1;
+      }
+    }
+    return;
+  }
+
+  // ---- math warps ----
+  const int g = lane >> 2, q = lane & 3;
+  const int rA = warp * 16 + g, rB = rA + 8;
+  float acc[kNT][2][4];
+  auto zero_acc = [&]() {
+#pragma unroll
+    for (int t = 0; t < kNT; ++t)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) acc[t][h][0] = acc[t][h][1] = acc[t][h][2] = acc[t][h][3] = 0.f;
+  };
+  zero_acc();
+  int s = 0;
+  uint32_t phase = 0;
+  while (pos.unit < list.units) {
+    wait_phase(&full[s], phase);
+    const uint8_t* st = bulk_smem + s * Cfg::kStageBytes;
+    // Scales of the thread's K ranges [64q, +64) and [256 + 64q, +64): blocks 4q..4q+3 and 16+4q..16+4q+3.
+    const uint8_t* ss = st + Cfg::kWeightBytes;
+    const uint2 sa2 = make_uint2(*reinterpret_cast<const uint32_t*>(ss + rA * Cfg::kScaleRow + 4 * q),
+                                 *reinterpret_cast<const uint32_t*>(ss + rA * Cfg::kScaleRow + 16 + 4 * q));
+    const uint2 sb2 = make_uint2(*reinterpret_cast<const uint32_t*>(ss + rB * Cfg::kScaleRow + 4 * q),
+                                 *reinterpret_cast<const uint32_t*>(ss + rB * Cfg::kScaleRow + 16 + 4 * q));
+    uint32_t scA[8], scB[8];
+    convert_scales_n<8>(sa2, scA);
+    convert_scales_n<8>(sb2, scB);
+    const uint8_t* act = st + Cfg::kWeightBytes + Cfg::kScaleBytes + g * Cfg::kTokenStride + q * Cfg::kPieceStride;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {                             // chunk i: 2q + (i & 1) + 8 (i >> 1)
+      const int chunk = 2 * q + (i & 1) + 8 * (i >> 1);
+      const int at = (chunk ^ (g & 1)) * 16;                 // rows rA, rB have the parity of g
+      const uint4 wa = *reinterpret_cast<const uint4*>(st + rA * Cfg::kRowBytes + at);
+      const uint4 wb = *reinterpret_cast<const uint4*>(st + rB * Cfg::kRowBytes + at);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int wd = 4 * i + j;                             // K = 256 (i >> 1) + 64 q + 32 (i & 1) + 8 j
+        uint32_t ra[4], rb[4];
+        dequant_word((&wa.x)[j], scA[wd >> 1], ra);
+        dequant_word((&wb.x)[j], scB[wd >> 1], rb);
+#pragma unroll
+        for (int t = 0; t < kNT; ++t) {
+          const uint4 x = *reinterpret_cast<const uint4*>(act + t * 8 * Cfg::kTokenStride + (i >> 1) * 4 * Cfg::kPieceStride +
+                                                          (i & 1) * 64 + j * 16);
+          const uint32_t b0 = __byte_perm(x.x, x.z, 0x5410), b1 = __byte_perm(x.x, x.z, 0x7632);
+          const uint32_t b2 = __byte_perm(x.y, x.w, 0x5410), b3 = __byte_perm(x.y, x.w, 0x7632);
+          mma_bf16_16816(acc[t][wd & 1], ra[0], rb[0], ra[1], rb[1], b0, b1);
+          mma_bf16_16816(acc[t][wd & 1], ra[2], rb[2], ra[3], rb[3], b2, b3);
+        }
+      }
+    }
+    __syncwarp();
+    if (lane == 0) cuda::ptx::mbarrier_arrive(&empty[s]);     // this warp is done reading the stage
+
+    if (pos.s == list.steps - 1) {                            // last K step of a token group: write it out
+      const float alpha = expert_alpha(p, pos.expert) * kEpilogueShift;
+      const int nA = pos.n0 + rA, nB = pos.n0 + rB;
+#pragma unroll
+      for (int t = 0; t < kNT; ++t) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int tok = pos.tg + t * 8 + 2 * q + h;
+          if (tok >= pos.count) continue;
+          __nv_bfloat16* orow = p.out + (pos.row0 + tok) * p.N;
+          if (nA < p.N) orow[nA] = __float2bfloat16((acc[t][0][h] + acc[t][1][h]) * alpha);
+          if (nB < p.N) orow[nB] = __float2bfloat16((acc[t][0][2 + h] + acc[t][1][2 + h]) * alpha);
+        }
+      }
+      zero_acc();
+    }
+    list.advance(pos);
+    if (++s == kStages) {
+      s = 0;
+      phase ^= 1;
+    }
+  }
+#endif
+}
+
+// Returns false (launching nothing) when the kernel cannot run this call: no bulk copies before sm_90,
+// a layout other than tiled, or shared memory over smem_limit.
+template <int kNT, int kStages>
+bool launch_bulk(const MoeGemmParams& p, int smem_limit, cudaStream_t stream) {
+  using Cfg = BulkCfg<kNT, kStages>;
+  constexpr int smem = Cfg::kSmemBytes;
+  if (smem > smem_limit || p.scale_layout != kTiled) return false;
+  int dev = 0;
+  cudaGetDevice(&dev);
+  const int slot = dev >= 0 && dev < 64 ? dev : 0;
+  // Per device, queried once (a host query per launch would cost microseconds at decode): compute
+  // capability, SM count, resident CTAs.
+  static int major[64] = {}, sm_count[64] = {}, resident[64] = {};
+  auto* k = moe_gemm_bulk_kernel<kNT, kStages>;
+  if (major[slot] == 0) {
+    cudaDeviceGetAttribute(&major[slot], cudaDevAttrComputeCapabilityMajor, dev);
+    cudaDeviceGetAttribute(&sm_count[slot], cudaDevAttrMultiProcessorCount, dev);
+    cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    int occ = 0;
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, k, kBulkThreads, smem);
+    resident[slot] = occ > 0 ? occ : 1;
+  }
+  if (major[slot] < 9) return false;
+  const int64_t slots = p.M < p.E ? p.M : p.E;
+  if (slots == 0) return true;
+  const int64_t units = slots * (p.N / Cfg::kRows);
+  const int64_t cap = int64_t(sm_count[slot] > 0 ? sm_count[slot] : 1) * resident[slot];
+  k<<<static_cast<int>(units < cap ? units : cap), kBulkThreads, smem, stream>>>(p);
+  return true;
+}
+
+}  // namespace moe
+}  // namespace k2k
