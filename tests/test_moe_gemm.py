@@ -260,12 +260,12 @@ def test_each_kernel_tiled_layout(E, N, K, counts, kernel, monkeypatch):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("kind", ["quant", "bytes"])
-@pytest.mark.parametrize("stages", ["s2", "s3"])
+@pytest.mark.parametrize("tokens", ["t4", "t8"])
 @pytest.mark.parametrize("E,N,K,counts", TILED + [(2, 256, 3584 + 512, (1, 17))])
-def test_bulk_kernel_stages(E, N, K, counts, stages, kind, monkeypatch):
-    """The bulk-copy decode kernel with both stage counts (stages wrap around units and token groups)."""
+def test_bulk_kernel_passes(E, N, K, counts, tokens, kind, monkeypatch):
+    """The bulk-copy decode kernel with 4- and 8-token passes (stages wrap around units and token groups)."""
     monkeypatch.setenv("K2K_MOE_GEMM_KERNEL", "bulk")
-    monkeypatch.setenv("K2K_MOE_GEMM_CFG", stages)
+    monkeypatch.setenv("K2K_MOE_GEMM_CFG", tokens)
     check_kernel_case(E, N, K, counts, kind, "tiled")
 
 

@@ -46,9 +46,12 @@ constexpr int kBulkThreads = (kBulkMathWarps + 1) * 32;    // + the producer war
 constexpr int kBulkStepK = 512;
 constexpr int kBulkStaticSmemReserve = 2048;               // expert bitmask, mbarriers, compiler's own
 
-template <int kNT, int kStages>
+// kTokens = tokens per pass: 8 (one MMA column tile) or 4 (columns 4..7 of the MMA then read tokens
+// 0..3 again and are discarded: half the activation stage, so one more CTA fits per SM).
+template <int kTokensPerPass, int kStages>
 struct BulkCfg {
-  static constexpr int kTokens = 8 * kNT;
+  static constexpr int kTokens = kTokensPerPass;
+  static_assert(kTokens == 4 || kTokens == 8, "tokens per pass");
   static constexpr int kRows = kBulkMathWarps * 16;
   static constexpr int kRowBytes = kBulkStepK / 2;         // 256 code bytes per row per step
   static constexpr int kScaleRow = kBulkStepK / 16;        // 32 scale bytes per row per step
@@ -75,10 +78,10 @@ __device__ __forceinline__ void wait_phase(uint64_t* bar, uint32_t parity) {
 }
 #endif
 
-template <int kNT, int kStages>
+template <int kTokens, int kStages>
 __global__ void __launch_bounds__(kBulkThreads, 1) moe_gemm_bulk_kernel(const MoeGemmParams p) {
 #ifdef K2K_BULK_COPY
-  using Cfg = BulkCfg<kNT, kStages>;
+  using Cfg = BulkCfg<kTokens, kStages>;
   extern __shared__ __align__(128) uint8_t bulk_smem[];
   __shared__ uint32_t nz_words[kMaxExpertWords];
   __shared__ __align__(8) uint64_t full[kStages], empty[kStages];
@@ -148,12 +151,10 @@ __global__ void __launch_bounds__(kBulkThreads, 1) moe_gemm_bulk_kernel(const Mo
   // ---- math warps ----
   const int g = lane >> 2, q = lane & 3;
   const int rA = warp * 16 + g, rB = rA + 8;
-  float acc[kNT][2][4];
+  float acc[2][4];
   auto zero_acc = [&]() {
 #pragma unroll
-    for (int t = 0; t < kNT; ++t)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) acc[t][h][0] = acc[t][h][1] = acc[t][h][2] = acc[t][h][3] = 0.f;
+    for (int h = 0; h < 2; ++h) acc[h][0] = acc[h][1] = acc[h][2] = acc[h][3] = 0.f;
   };
   zero_acc();
   int s = 0;
@@ -170,7 +171,8 @@ __global__ void __launch_bounds__(kBulkThreads, 1) moe_gemm_bulk_kernel(const Mo
     uint32_t scA[8], scB[8];
     convert_scales_n<8>(sa2, scA);
     convert_scales_n<8>(sb2, scB);
-    const uint8_t* act = st + Cfg::kWeightBytes + Cfg::kScaleBytes + g * Cfg::kTokenStride + q * Cfg::kPieceStride;
+    const uint8_t* act =
+        st + Cfg::kWeightBytes + Cfg::kScaleBytes + (g % kTokens) * Cfg::kTokenStride + q * Cfg::kPieceStride;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {                             // chunk i: 2q + (i & 1) + 8 (i >> 1)
       const int chunk = 2 * q + (i & 1) + 8 * (i >> 1);
@@ -183,15 +185,11 @@ __global__ void __launch_bounds__(kBulkThreads, 1) moe_gemm_bulk_kernel(const Mo
         uint32_t ra[4], rb[4];
         dequant_word((&wa.x)[j], scA[wd >> 1], ra);
         dequant_word((&wb.x)[j], scB[wd >> 1], rb);
-#pragma unroll
-        for (int t = 0; t < kNT; ++t) {
-          const uint4 x = *reinterpret_cast<const uint4*>(act + t * 8 * Cfg::kTokenStride + (i >> 1) * 4 * Cfg::kPieceStride +
-                                                          (i & 1) * 64 + j * 16);
-          const uint32_t b0 = __byte_perm(x.x, x.z, 0x5410), b1 = __byte_perm(x.x, x.z, 0x7632);
-          const uint32_t b2 = __byte_perm(x.y, x.w, 0x5410), b3 = __byte_perm(x.y, x.w, 0x7632);
-          mma_bf16_16816(acc[t][wd & 1], ra[0], rb[0], ra[1], rb[1], b0, b1);
-          mma_bf16_16816(acc[t][wd & 1], ra[2], rb[2], ra[3], rb[3], b2, b3);
-        }
+        const uint4 x = *reinterpret_cast<const uint4*>(act + (i >> 1) * 4 * Cfg::kPieceStride + (i & 1) * 64 + j * 16);
+        const uint32_t b0 = __byte_perm(x.x, x.z, 0x5410), b1 = __byte_perm(x.x, x.z, 0x7632);
+        const uint32_t b2 = __byte_perm(x.y, x.w, 0x5410), b3 = __byte_perm(x.y, x.w, 0x7632);
+        mma_bf16_16816(acc[wd & 1], ra[0], rb[0], ra[1], rb[1], b0, b1);
+        mma_bf16_16816(acc[wd & 1], ra[2], rb[2], ra[3], rb[3], b2, b3);
       }
     }
     __syncwarp();
@@ -201,15 +199,12 @@ __global__ void __launch_bounds__(kBulkThreads, 1) moe_gemm_bulk_kernel(const Mo
       const float alpha = expert_alpha(p, pos.expert) * kEpilogueShift;
       const int nA = pos.n0 + rA, nB = pos.n0 + rB;
 #pragma unroll
-      for (int t = 0; t < kNT; ++t) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int tok = pos.tg + t * 8 + 2 * q + h;
-          if (tok >= pos.count) continue;
-          __nv_bfloat16* orow = p.out + (pos.row0 + tok) * p.N;
-          if (nA < p.N) orow[nA] = __float2bfloat16((acc[t][0][h] + acc[t][1][h]) * alpha);
-          if (nB < p.N) orow[nB] = __float2bfloat16((acc[t][0][2 + h] + acc[t][1][2 + h]) * alpha);
-        }
+      for (int h = 0; h < 2; ++h) {
+        const int col = 2 * q + h;                             // MMA column = token of the pass
+        if (col >= kTokens || pos.tg + col >= pos.count) continue;
+        __nv_bfloat16* orow = p.out + (pos.row0 + pos.tg + col) * p.N;
+        if (nA < p.N) orow[nA] = __float2bfloat16((acc[0][h] + acc[1][h]) * alpha);
+        if (nB < p.N) orow[nB] = __float2bfloat16((acc[0][2 + h] + acc[1][2 + h]) * alpha);
       }
       zero_acc();
     }
@@ -224,9 +219,9 @@ __global__ void __launch_bounds__(kBulkThreads, 1) moe_gemm_bulk_kernel(const Mo
 
 // Returns false (launching nothing) when the kernel cannot run this call: no bulk copies before sm_90,
 // a layout other than tiled, or shared memory over smem_limit.
-template <int kNT, int kStages>
+template <int kTokens, int kStages>
 bool launch_bulk(const MoeGemmParams& p, int smem_limit, cudaStream_t stream) {
-  using Cfg = BulkCfg<kNT, kStages>;
+  using Cfg = BulkCfg<kTokens, kStages>;
   constexpr int smem = Cfg::kSmemBytes;
   if (smem > smem_limit || p.scale_layout != kTiled) return false;
   int dev = 0;
@@ -235,7 +230,7 @@ bool launch_bulk(const MoeGemmParams& p, int smem_limit, cudaStream_t stream) {
   // Per device, queried once (a host query per launch would cost microseconds at decode): compute
   // capability, SM count, resident CTAs.
   static int major[64] = {}, sm_count[64] = {}, resident[64] = {};
-  auto* k = moe_gemm_bulk_kernel<kNT, kStages>;
+  auto* k = moe_gemm_bulk_kernel<kTokens, kStages>;
   if (major[slot] == 0) {
     cudaDeviceGetAttribute(&major[slot], cudaDevAttrComputeCapabilityMajor, dev);
     cudaDeviceGetAttribute(&sm_count[slot], cudaDevAttrMultiProcessorCount, dev);

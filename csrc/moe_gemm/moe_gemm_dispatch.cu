@@ -1,4 +1,4 @@
-// Config dispatch (one instantiation unit per config: moe_gemm_bulk_nt1.cu, moe_gemm_persist_nt*.cu,
+// Config dispatch (one instantiation unit per config: moe_gemm_bulk_t*.cu, moe_gemm_persist_nt*.cu,
 // moe_gemm_pipe_nt*.cu, moe_gemm_tile_m*.cu).
 #include "moe_gemm/moe_gemm.h"
 
@@ -12,10 +12,11 @@ bool launch_moe_gemm_persist_nt2(const MoeGemmParams& p, int smem_limit, cudaStr
 bool launch_moe_gemm_persist_nt4(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_tile_m64(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_tile_m128(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
-bool launch_moe_gemm_bulk_nt1(const MoeGemmParams& p, int stages, int smem_limit, cudaStream_t stream);
+bool launch_moe_gemm_bulk_t4(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
+bool launch_moe_gemm_bulk_t8(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 
-bool launch_moe_gemm_bulk(const MoeGemmParams& p, int stages, int smem_limit, cudaStream_t stream) {
-  return launch_moe_gemm_bulk_nt1(p, stages, smem_limit, stream);
+bool launch_moe_gemm_bulk(const MoeGemmParams& p, int tokens, int smem_limit, cudaStream_t stream) {
+  return tokens == 4 ? launch_moe_gemm_bulk_t4(p, smem_limit, stream) : launch_moe_gemm_bulk_t8(p, smem_limit, stream);
 }
 
 bool launch_moe_gemm_tile(const MoeGemmParams& p, int bm, int smem_limit, cudaStream_t stream) {
