@@ -8,7 +8,7 @@ dirty lines); CUDA events around the replay only; median of the iterations. Byte
 the experts with rows + activations + output; % is of the 4.2 TB/s copy ceiling; TFLOP/s = 2 M N K / t.
 Columns: us = weights prepared once by prepare_moe_gemm_weights (scale_layout="tiled"), default kernel
 choice (bulk-copy decode kernel for 8-token passes on sm_90+); forced on the tiled layout (T < 256):
-persist_us = the persistent cp.async kernel, t4_us / t8_us / t4s3_us = the bulk kernel with 4- / 8-token passes, 4 with 3 stages; raw_us = the
+persist_us = the persistent cp.async kernel, t4_us / t8_us = the bulk kernel with 4- / 8-token passes; raw_us = the
 checkpoint layout (linear scales) as is, default choice (persistent streaming kernel for passes of <= 32
 tokens, the tile kernel above a mean of 24 rows per expert); forced, raw layout: pipe_us = the cp.async
 pipelined streaming kernel, m64_us / m128_us = the tile kernel with 64- / 128-token tiles (T >= 256).
@@ -29,7 +29,7 @@ from k2kernels.moe_gemm_prepare import prepare_moe_gemm_weights
 SHAPES = {"gate_up": (4096, 7168), "down": (7168, 2048)}
 E, TOPK = 384, 8
 COPY_TBS = 4.2
-VARIANT_COLUMNS = ("persist_us", "t4_us", "t8_us", "t4s3_us", "raw_us", "pipe_us", "m64_us", "m128_us")
+VARIANT_COLUMNS = ("persist_us", "t4_us", "t8_us", "raw_us", "pipe_us", "m64_us", "m128_us")
 BF16_TFLOPS = 767.0
 
 
@@ -106,7 +106,6 @@ def main():
                 persist_us=timed({"K2K_MOE_GEMM_KERNEL": "persist"}, tiled=True) if not prefill else nan,
                 t4_us=timed({"K2K_MOE_GEMM_KERNEL": "bulk", "K2K_MOE_GEMM_CFG": "t4"}, tiled=True) if not prefill else nan,
                 t8_us=timed({"K2K_MOE_GEMM_KERNEL": "bulk", "K2K_MOE_GEMM_CFG": "t8"}, tiled=True) if not prefill else nan,
-                t4s3_us=timed({"K2K_MOE_GEMM_KERNEL": "bulk", "K2K_MOE_GEMM_CFG": "t4s3"}, tiled=True) if not prefill else nan,
                 raw_us=timed({}),
                 pipe_us=timed({"K2K_MOE_GEMM_KERNEL": "pipe"}),
                 m64_us=timed({"K2K_MOE_GEMM_KERNEL": "tile", "K2K_MOE_GEMM_CFG": "m64"}) if prefill else nan,

@@ -72,26 +72,26 @@ def _launcher_reads(family: str, text: str) -> bool:
 
 
 _NTS = {"persist": (1, 2, 4), "pipe": (1, 2, 4, 8)}     # streaming kernels: tokens-per-pass configs
-_BULK_CFGS = ("t4", "t8", "t4s3")                       # bulk-copy decode kernel (K2K_MOE_GEMM_CFG)
+_BULK_TOKENS = (4, 8)                                   # bulk-copy decode kernel (K2K_MOE_GEMM_CFG=t4|t8)
 _TILE_ROWS = (64, 128)                                  # tile kernel heights (K2K_MOE_GEMM_CFG=m64|m128)
 
 
 def moe_gemm_configs() -> list[Config]:
     """moe_gemm's tuning knobs, as its launcher (csrc/moe_gemm/moe_gemm_ops.cpp) reads them per call:
     K2K_MOE_GEMM_KERNEL = bulk | persist | pipe | tile (unset: its heuristic), with tile K2K_MOE_GEMM_CFG =
-    m64 | m128 and bulk t4 | t8 | t4s3. A knob the launcher's source does not mention is not enumerated. The
+    m64 | m128 and bulk t4 | t8. A knob the launcher's source does not mention is not enumerated. The
     tokens per pass (nt) stay the launcher's pick_nt(), which steps down when a config does not fit.
     Timed on the tiled layout where the shape allows it (what KimiMoE and fused_moe use on CUDA)."""
     tile_tags = tuple(f"moe_gemm_tile_m{bm}" for bm in _TILE_ROWS)
     all_tags = tuple(f"moe_gemm_{k}_nt{n}" for k, nts in _NTS.items() for n in nts) + tile_tags
-    bulk_tags = tuple(f"moe_gemm_bulk_{c}" for c in _BULK_CFGS)
+    bulk_tags = tuple(f"moe_gemm_bulk_t{t}" for t in _BULK_TOKENS)
     out = [Config("moe_gemm", "auto", (), smem_tags=all_tags + bulk_tags, note="the launcher's own heuristic")]
     if not _launcher_reads("moe_gemm", "K2K_MOE_GEMM_KERNEL"):
         return out
     if _launcher_reads("moe_gemm", '"bulk"'):
-        for c, tag in zip(_BULK_CFGS, bulk_tags):
-            out.append(Config("moe_gemm", f"bulk_{c}", (("K2K_MOE_GEMM_KERNEL", "bulk"), ("K2K_MOE_GEMM_CFG", c)),
-                              smem_tags=(tag,), note=f"bulk-copy decode kernel, {c} (tiled layout, sm_90+)"))
+        for t, tag in zip(_BULK_TOKENS, bulk_tags):
+            out.append(Config("moe_gemm", f"bulk_t{t}", (("K2K_MOE_GEMM_KERNEL", "bulk"), ("K2K_MOE_GEMM_CFG", f"t{t}")),
+                              smem_tags=(tag,), note=f"bulk-copy decode kernel, {t}-token passes (tiled layout, sm_90+)"))
     for kernel, nts in _NTS.items():
         if _launcher_reads("moe_gemm", f'"{kernel}"'):
             out.append(Config("moe_gemm", kernel, (("K2K_MOE_GEMM_KERNEL", kernel),),

@@ -34,10 +34,10 @@ struct MoeGemmParams {
 enum MoeStreamVariant : int { kStreamPipe = 0, kStreamPersist = 1 };
 bool launch_moe_gemm_stream(const MoeGemmParams& p, int nt, int variant, int smem_limit, cudaStream_t stream);
 
-// Decode kernel fed by bulk copies (moe_gemm_bulk.cuh; sm_90+): passes of tokens = 4 or 8 rows, 2 stages
-// (3 for 4-token passes with stages = 3). Needs the tiled layout and 16-byte aligned a, w, w_scale.
-// Returns false (launching nothing) on other layouts, before sm_90, or if its shared memory > smem_limit.
-bool launch_moe_gemm_bulk(const MoeGemmParams& p, int tokens, int stages, int smem_limit, cudaStream_t stream);
+// Decode kernel fed by bulk copies (moe_gemm_bulk.cuh; sm_90+): passes of tokens = 4 or 8 rows, two
+// stages. Needs the tiled layout and 16-byte aligned a, w, w_scale. Returns false (launching nothing)
+// on other layouts, before sm_90, or if its shared memory > smem_limit.
+bool launch_moe_gemm_bulk(const MoeGemmParams& p, int tokens, int smem_limit, cudaStream_t stream);
 
 // Prefill tile kernel (moe_gemm_tile.cuh): bm = 64 or 128 tokens x 128 weight rows per CTA, weights
 // dequantized once per CTA into shared memory. Needs K % 64 == 0 and 16-byte aligned a, w, w_scale.

@@ -14,11 +14,9 @@ bool launch_moe_gemm_tile_m64(const MoeGemmParams& p, int smem_limit, cudaStream
 bool launch_moe_gemm_tile_m128(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_bulk_t4(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 bool launch_moe_gemm_bulk_t8(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
-bool launch_moe_gemm_bulk_t4s3(const MoeGemmParams& p, int smem_limit, cudaStream_t stream);
 
-bool launch_moe_gemm_bulk(const MoeGemmParams& p, int tokens, int stages, int smem_limit, cudaStream_t stream) {
-  if (tokens == 4) return stages == 3 ? launch_moe_gemm_bulk_t4s3(p, smem_limit, stream) : launch_moe_gemm_bulk_t4(p, smem_limit, stream);
-  return launch_moe_gemm_bulk_t8(p, smem_limit, stream);
+bool launch_moe_gemm_bulk(const MoeGemmParams& p, int tokens, int smem_limit, cudaStream_t stream) {
+  return tokens == 4 ? launch_moe_gemm_bulk_t4(p, smem_limit, stream) : launch_moe_gemm_bulk_t8(p, smem_limit, stream);
 }
 
 bool launch_moe_gemm_tile(const MoeGemmParams& p, int bm, int smem_limit, cudaStream_t stream) {

@@ -39,8 +39,7 @@ int pick_nt(int64_t M, int64_t E) {
 // Kernel-choice knobs, read per call (so at capture time under CUDA graphs); tuning and tests only:
 // K2K_MOE_GEMM_KERNEL = bulk | persist | pipe | tile forces a kernel (bulk: tiled layout on sm_90+, else
 // the default; persist: passes of <= 32 tokens, pipe for 64), K2K_MOE_GEMM_CFG = m64 | m128 the tile
-// kernel's height, t4 | t8 | t4s3 the bulk kernel's tokens per pass (t4s3: 3 stages). Unknown values are
-// an error.
+// kernel's height, t4 | t8 the bulk kernel's tokens per pass. Unknown values are an error.
 struct Knobs {
   std::string kernel = "auto", cfg;
 };
@@ -53,8 +52,8 @@ Knobs read_knobs() {
                         k.kernel == "tile",
                     "k2kernels.moe_gemm: K2K_MOE_GEMM_KERNEL must be one of bulk, persist, pipe, tile (or unset); got '",
                     k.kernel, "'");
-  TORCH_CHECK_VALUE(k.cfg.empty() || k.cfg == "m64" || k.cfg == "m128" || k.cfg == "t4" || k.cfg == "t8" || k.cfg == "t4s3",
-                    "k2kernels.moe_gemm: K2K_MOE_GEMM_CFG must be one of m64, m128, t4, t8, t4s3 (or unset); got '", k.cfg, "'");
+  TORCH_CHECK_VALUE(k.cfg.empty() || k.cfg == "m64" || k.cfg == "m128" || k.cfg == "t4" || k.cfg == "t8",
+                    "k2kernels.moe_gemm: K2K_MOE_GEMM_CFG must be one of m64, m128, t4, t8 (or unset); got '", k.cfg, "'");
   return k;
 }
 
@@ -64,7 +63,7 @@ Knobs read_knobs() {
 // 3 (H200, 2026-11-29: 8-token passes left 512 units of gate_up T=1 on 396 CTAs, a 1.3-wave tail).
 bool use_bulk(int nt, const Knobs& k) { return k.kernel == "bulk" || (k.kernel == "auto" && nt == 1); }
 int bulk_tokens(int64_t M, int64_t E, const Knobs& k) {
-  if (k.cfg == "t4" || k.cfg == "t4s3" || k.cfg == "t8") return k.cfg == "t8" ? 8 : 4;
+  if (k.cfg == "t4" || k.cfg == "t8") return k.cfg == "t4" ? 4 : 8;
   const int64_t slots = M < E ? M : E;
   return slots && static_cast<double>(M) / static_cast<double>(slots) <= 2.0 ? 4 : 8;
 }
@@ -203,7 +202,7 @@ at::Tensor moe_gemm_cuda(const at::Tensor& a, const at::Tensor& w, const at::Ten
     if (bm > 0) launched = k2k::launch_moe_gemm_tile(p, bm, limit, stream);
   }
   if (aligned16 && !launched && use_bulk(pick_nt(M, E), knobs)) {
-    launched = k2k::launch_moe_gemm_bulk(p, bulk_tokens(M, E, knobs), knobs.cfg == "t4s3" ? 3 : 2, limit, stream);
+    launched = k2k::launch_moe_gemm_bulk(p, bulk_tokens(M, E, knobs), limit, stream);
   }
   if (aligned16 && K % 128 == 0 && !launched) {
     for (int nt = pick_nt(M, E); nt >= 1 && !launched; nt /= 2) {   // a config over the SMEM limit: smaller nt
