@@ -284,6 +284,47 @@ def test_kernel_all_equal_and_ties(scoring, E, k, ng, tg):
 
 
 @gpu
+@pytest.mark.parametrize("kernel", ["warp", "block"])
+@pytest.mark.parametrize("T", [1, 7, 300])
+@pytest.mark.parametrize("scoring", ["sigmoid", "softmax"])
+@pytest.mark.parametrize("E,k", [(8, 8), (33, 6), (100, 16), (384, 8), (384, 16), (512, 1), (1023, 8), (1024, 16)])
+def test_each_kernel_forced(E, k, scoring, T, kernel, monkeypatch):
+    """Both router kernels forced (the launcher picks the block kernel for T <= 256, n_group == 1):
+    each matches the reference, and with sigmoid scoring both pick the same experts."""
+    monkeypatch.setenv("K2K_ROUTER_KERNEL", kernel)
+    logits, bias = make_inputs(T, E, True, device="cuda", seed=T + E)
+    _poison_allocator(T * k * 4)
+    w, ids = call(op, logits, bias, k, scoring, 1, 1)
+    assert_router_matches(w, ids, logits, bias, k, scoring, 1, 1)
+    monkeypatch.setenv("K2K_ROUTER_KERNEL", "block" if kernel == "warp" else "warp")
+    w2, ids2 = call(op, logits, bias, k, scoring, 1, 1)
+    if scoring == "sigmoid":     # bit-identical scores on both paths (softmax sums in another order)
+        assert torch.equal(ids, ids2)
+    torch.testing.assert_close(w, w2, atol=ROUTER_ATOL, rtol=1e-5)
+
+
+@gpu
+@pytest.mark.parametrize("kernel", ["warp", "block"])
+@pytest.mark.parametrize("scoring", ["sigmoid", "softmax"])
+def test_each_kernel_ties(kernel, scoring, monkeypatch):
+    """All-equal and few-valued logits with each kernel forced (block: more than 64 candidates, the
+    block-argmax path)."""
+    monkeypatch.setenv("K2K_ROUTER_KERNEL", kernel)
+    for x in (torch.full((33, 384), 0.5, device="cuda"), torch.randint(0, 3, (300, 384), device="cuda").float()):
+        w, ids = call(op, x, None, 8, scoring, 1, 1)
+        w_ref, ids_ref = ref_router(x.cpu(), None, 8, scoring, 1, 1, True, 2.827)
+        assert (ids.cpu() == ids_ref).all()
+        torch.testing.assert_close(w.cpu(), w_ref, atol=ROUTER_ATOL, rtol=1e-5)
+
+
+@gpu
+def test_unknown_router_knob_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("K2K_ROUTER_KERNEL", "lane")
+    with pytest.raises(ValueError, match="K2K_ROUTER_KERNEL"):
+        op(torch.randn(2, 64, device="cuda"), None, 4, "sigmoid", 1, 1, True, 1.0)
+
+
+@gpu
 @pytest.mark.parametrize("scoring", ["sigmoid", "softmax"])
 def test_kernel_non_finite(scoring):
     T, E = 64, 384

@@ -10,7 +10,7 @@ T0=$(date +%s)
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
 PHASES=${PHASES:-all}   # e.g. PHASES="tests demo" runs only those phases
 # Also: TESTS (pytest paths, default tests/), TEST_LIMIT, BENCH_MOE_ARGS / BENCH_ATTN_ARGS (default --quick),
-# BENCH_MOE_LIMIT, BENCH_ATTN_LIMIT, AUTOTUNE_LIMIT, MEMCHECK_TESTS / MEMCHECK_K / MEMCHECK_LIMIT.
+# BENCH_MOE_LIMIT, BENCH_ATTN_LIMIT, BENCH_ROUTER_LIMIT, AUTOTUNE_LIMIT, MEMCHECK_TESTS / MEMCHECK_K / MEMCHECK_LIMIT.
 phase() {   # phase NAME MAX_SECONDS LOG CMD...
   local name=$1 max=$2 log=$3; shift 3
   if [[ $PHASES != all && " $PHASES " != *" $name "* ]]; then return; fi
@@ -42,7 +42,7 @@ tail -25 "$OUT/demo.log"
 # 4. benchmarks (the peers run in the same process)
 phase bench_fused 90 bench.log python3 benchmarks/bench_fused_moe.py --tokens 1,8,64,512,4096 --iters 10 --layouts tiled --json /tmp/bf.json
 phase bench_moe_gemm ${BENCH_MOE_LIMIT:-80} bench.log python3 benchmarks/bench_moe_gemm.py ${BENCH_MOE_ARGS:---quick} --iters 10 --json /tmp/bm.json
-phase bench_router 60 bench.log python3 benchmarks/bench_router.py --quick
+phase bench_router ${BENCH_ROUTER_LIMIT:-60} bench.log python3 benchmarks/bench_router.py --quick
 phase bench_attention ${BENCH_ATTN_LIMIT:-60} bench.log python3 benchmarks/bench_attention.py ${BENCH_ATTN_ARGS:---quick} --json /tmp/ba.json
 # 5. compute-sanitizer memcheck on the small cases of the new kernels
 phase memcheck ${MEMCHECK_LIMIT:-60} sanitizer.log compute-sanitizer --tool memcheck --error-exitcode 3 python3 -m pytest -q -p no:cacheprovider -x \

@@ -6,6 +6,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
 #include "common/torch_checks.h"
@@ -61,6 +62,13 @@ std::tuple<at::Tensor, at::Tensor> topk_router_cuda(const at::Tensor& logits, co
   p.softmax = scoring == "softmax";
   p.renormalize = renormalize;
   p.scale = static_cast<float>(routed_scaling_factor);
+  // K2K_ROUTER_KERNEL = warp | block forces a kernel (tuning and tests; read per call, so at capture time)
+  if (const char* v = std::getenv("K2K_ROUTER_KERNEL")) {
+    const std::string kernel(v);
+    TORCH_CHECK_VALUE(kernel == "warp" || kernel == "block",
+                      "k2kernels.topk_router: K2K_ROUTER_KERNEL must be warp or block (or unset); got '", kernel, "'");
+    p.kernel = kernel == "warp" ? 1 : 2;
+  }
   k2k::launch_topk_router(p, logits.get_device(), c10::cuda::getCurrentCUDAStream());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return {weights, ids};

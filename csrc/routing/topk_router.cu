@@ -27,43 +27,26 @@
 #include <climits>
 
 #include "common/smem_budget.h"
+#include "routing/router_math.cuh"
 
 namespace k2k {
 namespace {
 
+using router::kFull;
+using router::load1;
+using router::order_key;
+using router::sanitize;
+using router::warp_max;
+using router::warp_sum;
+
 constexpr int kWarps = 4;                 // tokens per block (one per warp)
 constexpr int kThreads = kWarps * 32;
-constexpr unsigned kFull = 0xffffffffu;
 constexpr int kMaxExperts = 1024;
 
 
 // Grouped top-k (n_group > 1) stages per warp: c [E] fp32, group keys [n_group] u32, keep flags [n_group] u8.
 constexpr int kGroupSmemMax = kWarps * (kMaxExperts * 4 + kMaxExperts * 4 + kMaxExperts);
 K2K_SMEM_BUDGET(topk_router, kGroupSmemMax + 12 * 32 * kWarps);   // + candidates (key, idx, s)
-
-__device__ __forceinline__ float sanitize(float x) {
-  return fminf(fmaxf(x, -FLT_MAX), FLT_MAX);     // fmaxf(NaN, -FLT_MAX) == -FLT_MAX
-}
-
-// Monotone float -> uint32 map (negative: flip all bits; positive: flip the sign bit), 2 instructions.
-// Finite c maps to >= 0x00800000, so 0 is free to mean "excluded". c is never -0 here (c = s + b with
-// s >= +0, and +0 + -0 = +0), so equal values get equal keys.
-__device__ __forceinline__ uint32_t order_key(float c) {
-  const uint32_t u = __float_as_uint(c);
-  return u ^ (uint32_t(int32_t(u) >> 31) | 0x80000000u);
-}
-
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-  for (int d = 16; d > 0; d >>= 1) v = fmaxf(v, __shfl_xor_sync(kFull, v, d));
-  return v;
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int d = 16; d > 0; d >>= 1) v += __shfl_xor_sync(kFull, v, d);
-  return v;
-}
 
 __device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
 __device__ __forceinline__ float4 load4(const __nv_bfloat16* p) {
@@ -72,9 +55,6 @@ __device__ __forceinline__ float4 load4(const __nv_bfloat16* p) {
   const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&r.y));
   return make_float4(a.x, a.y, b.x, b.y);
 }
-__device__ __forceinline__ float load1(const float* p) { return *p; }
-__device__ __forceinline__ float load1(const __nv_bfloat16* p) { return __bfloat162float(*p); }
-
 template <int kVec>
 __device__ __forceinline__ int expert_of(int q, int lane) {
   return kVec == 1 ? q * 32 + lane : ((q / kVec) * 32 + lane) * kVec + (q % kVec);
@@ -150,9 +130,7 @@ topk_router_kernel(const T* __restrict__ logits, const float* __restrict__ bias,
       for (int q = 0; q < kPer; ++q) s[q] *= inv;
     } else {
 #pragma unroll
-      // 1 / (1 + e^-x) with the approximate divide (2 ulp; no IEEE-division slow path). e^-x = inf
-      // (x <= -88.7) gives 0, as the reference's sigmoid does up to denormals.
-      for (int q = 0; q < kPer; ++q) s[q] = __fdividef(1.f, 1.f + __expf(-sanitize(s[q])));
+      for (int q = 0; q < kPer; ++q) s[q] = router::sigmoid(s[q]);
     }
 
     uint32_t key[kPer];
@@ -348,6 +326,7 @@ int topk_router_smem_bytes(const TopkRouterParams& p) {
 
 void launch_topk_router(const TopkRouterParams& p, int device, cudaStream_t stream) {
   if (p.T == 0) return;                             // no zero-sized grid
+  if (p.kernel != 1 && launch_topk_router_block(p, stream)) return;   // decode: block per token
   // The kernel loops over tokens; 16 blocks of 4 warps per SM is full occupancy at <= 32 registers
   // per thread and more than enough warps in flight above that. The SM count is cached per device
   // (cudaDeviceGetAttribute is cheap, but this is on the decode path).

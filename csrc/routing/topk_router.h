@@ -20,7 +20,12 @@ struct TopkRouterParams {
   bool softmax = false;            // false: sigmoid
   bool renormalize = true;
   float scale = 1.f;               // routed_scaling_factor
+  int kernel = 0;                  // 0: by shape; 1: warp per token; 2: block per token (K2K_ROUTER_KERNEL)
 };
+
+// The block-per-token latency kernel (topk_router_block.cu) serves 1 <= T <= kBlockPathMaxT tokens with
+// n_group == 1 unless p.kernel says otherwise; the warp-per-token kernel everything else.
+constexpr int64_t kBlockPathMaxT = 256;
 
 // Dynamic shared memory the launch needs (0 unless n_group > 1), so the caller can check it
 // against the device's opt-in limit before launching.
@@ -28,5 +33,9 @@ int topk_router_smem_bytes(const TopkRouterParams& p);
 
 // T == 0 launches nothing. `device` is the logits' CUDA device (sizes the grid).
 void launch_topk_router(const TopkRouterParams& p, int device, cudaStream_t stream);
+
+// The block-per-token kernel alone: returns false (launching nothing) for n_group > 1, or T outside
+// [1, kBlockPathMaxT] unless p.kernel == 2 forces it.
+bool launch_topk_router_block(const TopkRouterParams& p, cudaStream_t stream);
 
 }  // namespace k2k

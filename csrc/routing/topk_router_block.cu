@@ -1,0 +1,216 @@
+// Top-k router, latency path: one 128-thread block per token (decode: T <= kBlockPathMaxT, n_group == 1).
+//
+// Why: the warp-per-token kernel (topk_router.cu) runs a token as ONE warp's dependent chain (~1100
+// instructions at E = 384, k = 8; 3.45 us per call on the H200 against a 1.17 us one-kernel floor).
+// Here four warps share the token, each lane holding ceil(E / 128) experts, and the selection chain is
+// short:
+//   1. tau_w = the r-th largest lane maximum of warp w, r = ceil(k / 4) (r rounds of redux.max);
+//      tau = min over the 4 warps. Each warp has r distinct lanes whose maximum is >= tau, so at least
+//      4 r >= k distinct experts have key >= tau: the top-k set lies inside {key >= tau}.
+//   2. The experts with key >= tau (typically k..2k) are appended to a shared list; if it holds at most
+//      64, thread i ranks entry i against all of them (exact; ties go to the lower expert index, like
+//      the reference's stable sort) and entry i of rank r < k is output r.
+//   3. Otherwise (e.g. many equal logits): k rounds of block-wide argmax.
+// Scores, keys and non-finite handling are the warp kernel's (router_math.cuh), so both paths pick the
+// same experts; renormalization sums the selected scores in rank order.
+#include <cuda_bf16.h>
+
+#include <cfloat>
+
+#include "routing/router_math.cuh"
+#include "routing/topk_router.h"
+
+namespace k2k {
+namespace {
+
+using router::kFull;
+using router::order_key;
+using router::sanitize;
+
+constexpr int kThreads = 128;
+constexpr int kWarps = kThreads / 32;
+constexpr int kMaxCandidates = 64;
+constexpr int kMaxTopK = 16;
+
+template <typename T, int kPer>
+__global__ void __launch_bounds__(kThreads)
+topk_router_block_kernel(const T* __restrict__ logits, const float* __restrict__ bias, float* __restrict__ weights,
+                         int32_t* __restrict__ ids, int E, int top_k, bool softmax, bool renormalize, float scale) {
+  __shared__ uint32_t warp_key[kWarps], warp_idx[kWarps];
+  __shared__ float warp_val[kWarps];
+  __shared__ uint2 cand[kMaxCandidates];           // (key, expert)
+  __shared__ float cand_s[kMaxCandidates];
+  __shared__ float sel_s[kMaxTopK];
+  __shared__ int sel_id[kMaxTopK];
+  __shared__ int n_cand;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int64_t t = blockIdx.x;
+  const T* row = logits + t * E;
+
+  float s[kPer], b[kPer];                          // all loads first: one memory latency
+#pragma unroll
+  for (int q = 0; q < kPer; ++q) {
+    const int e = tid + kThreads * q;
+    s[q] = e < E ? router::load1(row + e) : -FLT_MAX;
+    b[q] = (bias != nullptr && e < E) ? sanitize(bias[e]) : 0.f;
+  }
+  if (tid == 0) n_cand = 0;
+
+  if (softmax) {
+    float m = -FLT_MAX;
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) m = fmaxf(m, s[q] = sanitize(s[q]));
+    m = router::warp_max(m);
+    if (lane == 0) warp_val[warp] = m;
+    __syncthreads();
+    m = fmaxf(fmaxf(warp_val[0], warp_val[1]), fmaxf(warp_val[2], warp_val[3]));
+    float sum = 0.f;
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) {
+      s[q] = tid + kThreads * q < E ? __expf(s[q] - m) : 0.f;
+      sum += s[q];
+    }
+    sum = router::warp_sum(sum);
+    __syncthreads();                               // everyone has read the maxima
+    if (lane == 0) warp_val[warp] = sum;
+    __syncthreads();
+    const float inv = 1.f / (warp_val[0] + warp_val[1] + warp_val[2] + warp_val[3]);   // >= 1 term exp(0)
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) s[q] *= inv;
+  } else {
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) s[q] = router::sigmoid(s[q]);
+  }
+  uint32_t key[kPer];
+#pragma unroll
+  for (int q = 0; q < kPer; ++q) key[q] = tid + kThreads * q < E ? order_key(s[q] + b[q]) : 0u;
+
+  // ---- 1. tau ----
+  uint32_t cur = 0;
+#pragma unroll
+  for (int q = 0; q < kPer; ++q) cur = max(cur, key[q]);
+  uint32_t tau_w = 0;
+  const int rounds = (top_k + kWarps - 1) / kWarps;
+  for (int r = 0; r < rounds; ++r) {
+    const uint32_t w = __reduce_max_sync(kFull, cur);
+    if (lane == __ffs(__ballot_sync(kFull, cur == w)) - 1) cur = 0;
+    tau_w = w;
+  }
+  if (lane == 0) warp_key[warp] = tau_w;
+  __syncthreads();                                 // also publishes n_cand = 0
+  // a warp without r lanes holding experts (small E) gives 0: then every expert is a candidate
+  const uint32_t tau = max(min(min(warp_key[0], warp_key[1]), min(warp_key[2], warp_key[3])), 1u);
+
+  // ---- 2. candidates, ranked ----
+#pragma unroll
+  for (int q = 0; q < kPer; ++q) {
+    if (key[q] >= tau) {
+      const int pos = atomicAdd(&n_cand, 1);       // list order is arbitrary; the rank is exact
+      if (pos < kMaxCandidates) {
+        cand[pos] = make_uint2(key[q], uint32_t(tid + kThreads * q));
+        cand_s[pos] = s[q];
+      }
+    }
+  }
+  __syncthreads();
+  const int n = n_cand;
+  if (n <= kMaxCandidates) {
+    if (tid < n) {
+      const uint2 me = cand[tid];
+      int rank = 0;
+#pragma unroll 4
+      for (int j = 0; j < n; ++j) {
+        const uint2 o = cand[j];
+        rank += (o.x > me.x || (o.x == me.x && o.y < me.y)) ? 1 : 0;
+      }
+      if (rank < top_k) {
+        sel_s[rank] = cand_s[tid];
+        sel_id[rank] = int(me.y);
+      }
+    }
+  } else {
+    // ---- 3. many candidates (ties): top_k rounds of block argmax ----
+    for (int r = 0; r < top_k; ++r) {
+      uint32_t bk = 0;
+      int bq = -1;
+#pragma unroll
+      for (int q = 0; q < kPer; ++q) {
+        if (key[q] > bk) {                         // strict: the lowest expert among equal keys
+          bk = key[q];
+          bq = q;
+        }
+      }
+      const uint32_t be = bq >= 0 ? uint32_t(tid + kThreads * bq) : 0xffffffffu;
+      const uint32_t w = __reduce_max_sync(kFull, bk);
+      const uint32_t we = __reduce_min_sync(kFull, bk == w ? be : 0xffffffffu);
+      if (lane == 0) {
+        warp_key[warp] = w;
+        warp_idx[warp] = we;
+      }
+      __syncthreads();
+      uint32_t best = 0, best_e = 0xffffffffu;
+#pragma unroll
+      for (int v = 0; v < kWarps; ++v) {
+        const uint32_t k = warp_key[v], i = warp_idx[v];
+        if (k > best || (k == best && i < best_e)) {
+          best = k;
+          best_e = i;
+        }
+      }
+      if (bq >= 0 && be == best_e) {               // the owner: best_e is one expert (keys > 0)
+#pragma unroll
+        for (int q = 0; q < kPer; ++q) {
+          if (q == bq) {
+            sel_s[r] = s[q];
+            key[q] = 0;
+          }
+        }
+        sel_id[r] = int(be);
+      }
+      __syncthreads();                             // warp_key reused next round
+    }
+  }
+  __syncthreads();
+
+  // ---- output: lane r of warp 0 writes rank r; the sum runs over lanes (fixed order) ----
+  if (warp == 0) {
+    float v = lane < top_k ? sel_s[lane] : 0.f;
+    if (renormalize) v = v / fmaxf(router::warp_sum(v), 1e-20f);
+    v *= scale;
+    if (lane < top_k) {
+      weights[t * top_k + lane] = v;
+      ids[t * top_k + lane] = sel_id[lane];
+    }
+  }
+}
+
+template <typename T, int kPer>
+void launch_typed(const TopkRouterParams& p, cudaStream_t stream) {
+  topk_router_block_kernel<T, kPer><<<static_cast<unsigned>(p.T), kThreads, 0, stream>>>(
+      static_cast<const T*>(p.logits), p.bias, p.weights, p.ids, p.E, p.top_k, p.softmax, p.renormalize, p.scale);
+}
+
+template <typename T>
+void dispatch(const TopkRouterParams& p, cudaStream_t stream) {
+  const int per = (p.E + kThreads - 1) / kThreads;  // experts per thread
+  if (per <= 1) return launch_typed<T, 1>(p, stream);
+  if (per <= 2) return launch_typed<T, 2>(p, stream);
+  if (per <= 3) return launch_typed<T, 3>(p, stream);  // E = 384 (Kimi)
+  if (per <= 4) return launch_typed<T, 4>(p, stream);
+  return launch_typed<T, 8>(p, stream);
+}
+
+}  // namespace
+
+bool launch_topk_router_block(const TopkRouterParams& p, cudaStream_t stream) {
+  if (p.n_group != 1 || p.T < 1 || p.top_k > kMaxTopK) return false;
+  if (p.kernel != 2 && p.T > kBlockPathMaxT) return false;
+  if (p.logits_bf16) {
+    dispatch<__nv_bfloat16>(p, stream);
+  } else {
+    dispatch<float>(p, stream);
+  }
+  return true;
+}
+
+}  // namespace k2k
