@@ -49,6 +49,13 @@ def fp8_kv_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k
     return q.new_empty((q.shape[0], q.shape[1], Dv), dtype=torch.bfloat16)
 
 
+def fp8_kv_attention_lse(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k_scale, v_scale,
+                         softmax_scale, causal=True, max_q_len=-1, head_dim_v=-1):
+    out = fp8_kv_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k_scale, v_scale,
+                           softmax_scale, causal, max_q_len, head_dim_v)
+    return out, q.new_empty((q.shape[0], q.shape[1]), dtype=torch.float32)
+
+
 def quantize_nvfp4_experts(x, global_scale, expert_offsets, row_idx=None):
     from .reference.sm120 import check_quantize_nvfp4_experts, expert_sf_rows
     check_quantize_nvfp4_experts(x, global_scale, expert_offsets, row_idx)

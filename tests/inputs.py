@@ -80,6 +80,7 @@ ALL = {
     "quantize_nvfp4": quantize_nvfp4_args,
     "kv_cache_append": kv_cache_append_args,
     "fp8_kv_attention": fp8_kv_attention_args,
+    "fp8_kv_attention_lse": fp8_kv_attention_args,
     "quantize_nvfp4_experts": quantize_nvfp4_experts_args,
 }
 

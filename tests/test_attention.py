@@ -16,7 +16,7 @@ import torch
 import k2kernels  # noqa: F401  (defines torch.ops.k2kernels)
 from k2kernels import reference
 from k2kernels.reference.kv_cache import quantize_kv
-from tolerances import ATTN_ATOL_REL, ATTN_REL_FRO, ATTN_RTOL
+from tolerances import ATTN_ATOL_REL, ATTN_LSE_ATOL, ATTN_REL_FRO, ATTN_RTOL
 
 gpu = pytest.mark.gpu
 OPS = torch.ops.k2kernels
@@ -257,6 +257,79 @@ def test_prefill_hint_underestimates(monkeypatch, layout):
 
 
 # ---------------------------------------------------------------- GPU: graphs, compile, opcheck
+# ---------------------------------------------------------------- log-sum-exp output
+def lse_args(args, **kw):
+    return (args["q"], args["k_cache"], args["v_cache"], args["block_table"], args["seq_lens"], args["cu_seqlens_q"],
+            args["k_scale"], args["v_scale"], args["softmax_scale"], kw.get("causal", True), -1, args["head_dim_v"])
+
+
+def check_lse(lse, ref_lse):
+    assert lse.dtype == torch.float32 and lse.shape == ref_lse.shape
+    assert torch.isfinite(lse).all(), "non-finite lse (unwritten rows?)"
+    err = (lse.double().cpu() - ref_lse.double().cpu()).abs()
+    bound = ATTN_LSE_ATOL * (1 + ref_lse.double().cpu().abs())
+    assert (err <= bound).all(), f"lse max err {err.max():.3e}"
+
+
+def merge_partials(o1, l1, o2, l2):
+    """What an engine does with two partial attentions over disjoint key sets."""
+    m = torch.maximum(l1, l2)
+    w1, w2 = torch.exp(l1 - m).unsqueeze(-1), torch.exp(l2 - m).unsqueeze(-1)
+    return (w1 * o1.float() + w2 * o2.float()) / (w1 + w2), m + torch.log(torch.exp(l1 - m) + torch.exp(l2 - m))
+
+
+def split_at_page(args, pages):
+    """The same sequences as two caches: keys [0, pages * page_size) and the rest."""
+    ps = args["k_cache"].shape[1]
+    first, rest = dict(args), dict(args)
+    first["block_table"] = args["block_table"][:, :pages].contiguous()
+    first["seq_lens"] = torch.full_like(args["seq_lens"], pages * ps)
+    rest["block_table"] = args["block_table"][:, pages:].contiguous()
+    rest["seq_lens"] = args["seq_lens"] - pages * ps
+    return first, rest
+
+
+def check_merge(fn, device):
+    args = make_case((1, 1, 1), (70, 100, 129), 16, 4, 64, 64, False, 16, device=device, seed=3)
+    out, lse = fn(*lse_args(args, causal=False))
+    first, rest = split_at_page(args, 2)
+    o1, l1 = fn(*lse_args(first, causal=False))
+    o2, l2 = fn(*lse_args(rest, causal=False))
+    merged, merged_lse = merge_partials(o1, l1, o2, l2)
+    check_close(merged.to(torch.bfloat16), out)
+    check_lse(merged_lse, lse)
+
+
+def test_lse_merges_partial_attentions_cpu():
+    """lse makes two attentions over disjoint key sets merge into the attention over all keys."""
+    check_merge(reference.fp8_kv_attention_lse, "cpu")
+
+
+@gpu
+def test_lse_merges_partial_attentions_cuda():
+    check_merge(OPS.fp8_kv_attention_lse, "cuda")
+
+
+@gpu
+@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8", "prefill", "latent"])
+@pytest.mark.parametrize("splits", ["auto", "1", "3"])
+@pytest.mark.parametrize("q_lens", [(1, 1, 1), (1, 5, 17)], ids=["decode", "mixed"])
+def test_lse_matches_reference(monkeypatch, layout, splits, q_lens):
+    """fp8_kv_attention_lse on every layout, written directly (1 split) or by the merge (3 splits)."""
+    set_layout(monkeypatch, layout)
+    if splits != "auto":
+        monkeypatch.setenv("K2K_ATTN_SPLITS", splits)
+    name = {"latent": "latent16_d576_p16", "prefill": "gqa4_d64_p64"}.get(layout, "gqa8_d128_p16")
+    _, Hq, Hkv, D, DV, latent, page = next(s for s in SHAPES if s[0] == name)
+    args = make_case(q_lens, (37, 300, 1000), Hq, Hkv, D, DV, latent, page, seed=len(layout) + len(q_lens))
+    poison_allocator(sum(q_lens) * Hq * DV * 2 * 64)
+    out, lse = OPS.fp8_kv_attention_lse(*lse_args(args))
+    ref_out, ref_lse = reference.fp8_kv_attention_lse(*lse_args(args))
+    check_close(out, ref_out)
+    check_lse(lse, ref_lse)
+    assert torch.equal(out, call(args)), "the lse op must return the plain op's output"
+
+
 @gpu
 def test_cuda_graph_replay_matches_eager():
     args = make_case([1] * 6, [1, 50, 333, 1024, 4000, 129], 64, 8, 128, 128, False, 16, per_head=True)

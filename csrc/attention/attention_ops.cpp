@@ -4,6 +4,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <tuple>
+
 #include <cmath>
 #include <cstdlib>
 
@@ -86,10 +88,12 @@ int choose_splits(int64_t base_ctas, int64_t key_bound, int64_t capacity) {
   return int(std::max<int64_t>(1, std::min<int64_t>(s, 64)));
 }
 
-at::Tensor fp8_kv_attention_cuda(const at::Tensor& q, const at::Tensor& k_cache, const std::optional<at::Tensor>& v_cache,
-                                 const at::Tensor& block_table, const at::Tensor& seq_lens, const at::Tensor& cu_seqlens_q,
-                                 const at::Tensor& k_scale, const std::optional<at::Tensor>& v_scale, double softmax_scale,
-                                 bool causal, int64_t max_q_len, int64_t head_dim_v) {
+// Both ops: (out, lse); lse is [Tq, H_q] fp32 (natural log) when want_lse, else an empty tensor.
+std::tuple<at::Tensor, at::Tensor> fp8_kv_attention_impl(
+    const at::Tensor& q, const at::Tensor& k_cache, const std::optional<at::Tensor>& v_cache, const at::Tensor& block_table,
+    const at::Tensor& seq_lens, const at::Tensor& cu_seqlens_q, const at::Tensor& k_scale,
+    const std::optional<at::Tensor>& v_scale, double softmax_scale, bool causal, int64_t max_q_len, int64_t head_dim_v,
+    bool want_lse) {
   k2k::check_tensor(kAttn, "q", q, at::kBFloat16, 3, "bfloat16 [Tq, H_q, D_qk]");
   k2k::check_tensor(kAttn, "k_cache", k_cache, at::kFloat8_e4m3fn, 4, "float8_e4m3fn [pages, page_size, H_kv, D_qk]");
   const int64_t Tq = q.size(0), Hq = q.size(1), D = q.size(2);
@@ -138,7 +142,8 @@ at::Tensor fp8_kv_attention_cuda(const at::Tensor& q, const at::Tensor& k_cache,
 
   const c10::cuda::CUDAGuard guard(q.device());
   auto out = at::empty({Tq, Hq, DV}, q.options());
-  if (Tq == 0 || B == 0) return out.zero_();
+  auto lse = at::empty({want_lse ? Tq : 0, Hq}, q.options().dtype(at::kFloat));
+  if (Tq == 0 || B == 0) return {out.zero_(), lse};
   const int smem = k2k::fp8_attention_smem_bytes(int(D), int(DV));
   TORCH_CHECK_VALUE(smem <= k2k::smem_optin_limit(q.get_device()), "k2kernels.fp8_kv_attention: the D_qk = ", D,
                     " kernel needs ", smem, " B of shared memory; this device allows ", k2k::smem_optin_limit(q.get_device()));
@@ -214,10 +219,27 @@ at::Tensor fp8_kv_attention_cuda(const at::Tensor& q, const at::Tensor& k_cache,
     p.part_lse = part_lse.data_ptr<float>();
   }
   p.out = reinterpret_cast<__nv_bfloat16*>(out.data_ptr());
+  p.lse = want_lse ? lse.data_ptr<float>() : nullptr;
   const cudaError_t err = k2k::launch_fp8_attention(p, c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "k2kernels.fp8_kv_attention: launch failed: ", cudaGetErrorString(err));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return out;
+  return {out, lse};
+}
+
+at::Tensor fp8_kv_attention_cuda(const at::Tensor& q, const at::Tensor& k_cache, const std::optional<at::Tensor>& v_cache,
+                                 const at::Tensor& block_table, const at::Tensor& seq_lens, const at::Tensor& cu_seqlens_q,
+                                 const at::Tensor& k_scale, const std::optional<at::Tensor>& v_scale, double softmax_scale,
+                                 bool causal, int64_t max_q_len, int64_t head_dim_v) {
+  return std::get<0>(fp8_kv_attention_impl(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k_scale, v_scale,
+                                           softmax_scale, causal, max_q_len, head_dim_v, false));
+}
+
+std::tuple<at::Tensor, at::Tensor> fp8_kv_attention_lse_cuda(
+    const at::Tensor& q, const at::Tensor& k_cache, const std::optional<at::Tensor>& v_cache, const at::Tensor& block_table,
+    const at::Tensor& seq_lens, const at::Tensor& cu_seqlens_q, const at::Tensor& k_scale,
+    const std::optional<at::Tensor>& v_scale, double softmax_scale, bool causal, int64_t max_q_len, int64_t head_dim_v) {
+  return fp8_kv_attention_impl(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k_scale, v_scale, softmax_scale,
+                               causal, max_q_len, head_dim_v, true);
 }
 
 }  // namespace
@@ -225,4 +247,5 @@ at::Tensor fp8_kv_attention_cuda(const at::Tensor& q, const at::Tensor& k_cache,
 TORCH_LIBRARY_IMPL(k2kernels, CUDA, m) {
   m.impl("kv_cache_append", &kv_cache_append_cuda);
   m.impl("fp8_kv_attention", &fp8_kv_attention_cuda);
+  m.impl("fp8_kv_attention_lse", &fp8_kv_attention_lse_cuda);
 }

@@ -19,6 +19,7 @@ struct Fp8AttnParams {
   __nv_bfloat16* out;            // [Tq, Hq, DV] bf16 (written directly when num_splits == 1)
   float* part_o;                 // [num_splits, Tq, Hq, DV] fp32, normalized per split (num_splits > 1)
   float* part_lse;               // [num_splits, Tq, Hq] fp32, log2-domain LSE of each split (-inf = empty)
+  float* lse;                    // [Tq, Hq] fp32 natural-log LSE of the scaled scores, or nullptr (not wanted)
   int64_t v_slot_stride;         // elements between consecutive cache slots of V (Hkv * DV, or Hkv * D latent)
   int64_t v_head_stride;         // elements between KV heads of V (DV, or D latent)
   float softmax_scale_log2;      // softmax_scale * log2(e); k_scale is folded in per KV head
@@ -48,6 +49,8 @@ bool fp8_attention_latent_supported(int D, int DV);
 int fp8_attention_latent_ctas_per_sm(int device);
 // Resident CTAs per SM of the (D, layout) kernel on `device` (occupancy query, cached).
 int fp8_attention_ctas_per_sm(int D, bool rows8, int device);
+// ln 2: the kernels keep log-sum-exps in the log2 domain; p.lse is natural-log.
+constexpr float kLn2 = 0.6931471805599453f;
 // Launch the split kernel (and the merge when num_splits > 1) on `stream`.
 cudaError_t launch_fp8_attention(const Fp8AttnParams& p, cudaStream_t stream);
 

@@ -472,6 +472,7 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_kernel(const Fp8Att
           }
         }
         if (!direct && chunk == 0 && t == 0) p.part_lse[int64_t(split) * p.Tq * p.Hq + orow] = lse[rr];
+        if (direct && p.lse != nullptr && chunk == 0 && t == 0) p.lse[orow] = lse[rr] * kLn2;
       }
     }
   }

@@ -295,6 +295,8 @@ __global__ void __launch_bounds__(CfgL::kThreadsL, 1) fp8_attention_latent_kerne
             pw[jj] = *reinterpret_cast<const uint32_t*>(&h2);
           }
           *reinterpret_cast<uint4*>(p.out + orow * p.DV + col) = pk;
+          if (p.lse != nullptr && warp == 0 && g == 0)
+            p.lse[orow] = Ls > 0.f ? (m_s[(st_end & 1) * C::kRowsL + rloc] + __log2f(Ls)) * kLn2 : -INFINITY;
         } else {
           float* dst = p.part_o + (int64_t(split) * p.Tq * p.Hq + orow) * p.DV + col;
           *reinterpret_cast<float4*>(dst) = make_float4(v[0], v[1], v[2], v[3]);

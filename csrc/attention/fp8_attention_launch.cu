@@ -23,7 +23,7 @@ int ctas_per_sm_d256(bool rows8);
 int ctas_per_sm_d576(bool rows8);
 }  // namespace attn
 
-cudaError_t launch_fp8_attention_merge(const float* part_o, const float* part_lse, __nv_bfloat16* out, int splits,
+cudaError_t launch_fp8_attention_merge(const float* part_o, const float* part_lse, __nv_bfloat16* out, float* lse, int splits,
                                        int64_t rows, int DV, cudaStream_t stream);
 
 namespace {
@@ -97,7 +97,7 @@ cudaError_t launch_fp8_attention(const Fp8AttnParams& p, cudaStream_t stream) {
     if (p.D != 576 || p.DV != 512) return cudaErrorInvalidValue;
     e = attn::launch_latent_d576(p, n_ctas, stream);
     if (e != cudaSuccess || p.num_splits == 1) return e;
-    return launch_fp8_attention_merge(p.part_o, p.part_lse, p.out, p.num_splits, int64_t(p.Tq) * p.Hq, p.DV, stream);
+    return launch_fp8_attention_merge(p.part_o, p.part_lse, p.out, p.lse, p.num_splits, int64_t(p.Tq) * p.Hq, p.DV, stream);
   }
   if (p.prefill) {
     if (p.D == 64) return attn::launch_prefill_d64(p, n_ctas, stream);
@@ -112,7 +112,7 @@ cudaError_t launch_fp8_attention(const Fp8AttnParams& p, cudaStream_t stream) {
     default: return cudaErrorInvalidValue;
   }
   if (e != cudaSuccess || p.num_splits == 1) return e;
-  return launch_fp8_attention_merge(p.part_o, p.part_lse, p.out, p.num_splits, int64_t(p.Tq) * p.Hq, p.DV, stream);
+  return launch_fp8_attention_merge(p.part_o, p.part_lse, p.out, p.lse, p.num_splits, int64_t(p.Tq) * p.Hq, p.DV, stream);
 }
 
 }  // namespace k2k

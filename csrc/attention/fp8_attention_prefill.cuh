@@ -235,7 +235,9 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
       if (row >= n_rows) continue;
       const float f = l[rr] > 0.f ? vscale / l[rr] : 0.f;
       const int qi = row / G, hh = row - qi * G;
-      __nv_bfloat16* orow = p.out + (int64_t(q_start + qi) * p.Hq + h * G + hh) * p.DV;
+      const int64_t orow_index = int64_t(q_start + qi) * p.Hq + h * G + hh;
+      __nv_bfloat16* orow = p.out + orow_index * p.DV;
+      if (p.lse != nullptr && t == 0) p.lse[orow_index] = l[rr] > 0.f ? (m[rr] + __log2f(l[rr])) * kLn2 : -INFINITY;
 #pragma unroll
       for (int j = 0; j < D / 8; ++j) {
         const __nv_bfloat162 v2 = __floats2bfloat162_rn(o[j][2 * rr] * f, o[j][2 * rr + 1] * f);

@@ -285,6 +285,7 @@ __global__ void __launch_bounds__(kThreads, Cfg8<D, DVC>::kMinBlocks) fp8_attent
           }
         }
         if (!direct && chunk == 0 && g == 0) p.part_lse[int64_t(split) * p.Tq * p.Hq + orow] = lse[rr];
+        if (direct && p.lse != nullptr && chunk == 0 && g == 0) p.lse[orow] = lse[rr] * kLn2;
       }
     }
   }

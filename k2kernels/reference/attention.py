@@ -51,6 +51,14 @@ def _per_head(scale: torch.Tensor, H: int) -> torch.Tensor:
 
 def fp8_kv_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k_scale, v_scale,
                      softmax_scale, causal=True, max_q_len=-1, head_dim_v=-1):
+    return fp8_kv_attention_lse(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k_scale, v_scale,
+                                softmax_scale, causal, max_q_len, head_dim_v)[0]
+
+
+def fp8_kv_attention_lse(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k_scale, v_scale,
+                         softmax_scale, causal=True, max_q_len=-1, head_dim_v=-1):
+    """-> (out bf16 [Tq, H_q, D_v], lse fp32 [Tq, H_q]): lse = logsumexp over the keys of the scaled
+    scores softmax_scale * q . (k * k_scale), natural log (what engines merge partial attentions with)."""
     check_fp8_kv_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k_scale, v_scale, head_dim_v)
     Tq, Hq, D = q.shape
     _, page_size, Hkv, _ = k_cache.shape
@@ -59,6 +67,7 @@ def fp8_kv_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k
     ks = _per_head(k_scale, Hkv)
     vs = _per_head(v_scale, Hkv) if v_cache is not None else ks
     out = torch.zeros(Tq, Hq, Dv, dtype=torch.float32, device=q.device)
+    lse = torch.full((Tq, Hq), float("-inf"), dtype=torch.float32, device=q.device)
     cu, lens = cu_seqlens_q.tolist(), seq_lens.tolist()
     if cu[0] != 0 or cu[-1] != Tq or any(a > b for a, b in zip(cu, cu[1:])):
         fail(OP, f"cu_seqlens_q must start at 0, be non-decreasing and end at Tq = {Tq}; got {cu}")
@@ -84,4 +93,5 @@ def fp8_kv_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k
             s = s.masked_fill(kj > (L - n_q + qi), float("-inf"))
         p = torch.softmax(s, dim=-1)
         out[q0:q1] = torch.einsum("hqk,khd->qhd", p, v)
-    return out.to(torch.bfloat16)
+        lse[q0:q1] = torch.logsumexp(s, dim=-1).transpose(0, 1)
+    return out.to(torch.bfloat16), lse
