@@ -58,3 +58,43 @@ def test_cache_key_covers_sources_archs_and_flags(tmp_path, monkeypatch):
     assert _build.build_key(fam, ("sm_90a",), ["-O3"], ["-O3"]) == k1
     (copy / "common" / "nvfp4.cuh").write_text((copy / "common" / "nvfp4.cuh").read_text() + "\n// edit\n")
     assert _build.build_key(fam, ("sm_90a",), ["-O3"], ["-O3"]) != k1
+
+
+def _cmake_args(build_dir: Path) -> list[str]:
+    """The README's CMake configure line for a GPU-less box (TORCH_CUDA_ARCH_LIST skips Torch's GPU
+    detection; nvrtc from the CUDA wheel torch depends on when the toolkit has none)."""
+    import torch
+    cuda_home = os.environ.get("CUDA_HOME", "/usr/local/cuda")
+    args = ["cmake", "-S", str(ROOT), "-B", str(build_dir), f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
+            "-DK2K_CUDA_ARCHS=90a;120a", "-DTORCH_CUDA_ARCH_LIST=9.0a;12.0a", f"-DPython3_EXECUTABLE={sys.executable}",
+            f"-DCUDAToolkit_ROOT={cuda_home}", f"-DCUDA_TOOLKIT_ROOT_DIR={cuda_home}",
+            f"-DCMAKE_CUDA_COMPILER={cuda_home}/bin/nvcc"]
+    if not any((Path(cuda_home) / d / "libnvrtc.so").exists() for d in ("lib64", "lib")):
+        try:
+            import nvidia.cu13
+            args.append(f"-DCUDA_nvrtc_LIBRARY={Path(nvidia.cu13.__path__[0]) / 'lib' / 'libnvrtc.so.13'}")
+        except ImportError:
+            pass
+    return args
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (_have_nvcc() and shutil.which("cmake")), reason="needs nvcc and cmake")
+def test_cmake_library_builds_and_registers_every_op(tmp_path):
+    """The C++ users' path: CMakeLists.txt builds libk2kernels.so for sm_90a + sm_120a, and the library
+    alone (without the Python package) defines every schema with a CUDA kernel."""
+    cfg = subprocess.run(_cmake_args(tmp_path), capture_output=True, text=True, timeout=900)
+    print(cfg.stdout[-5000:], cfg.stderr[-5000:])
+    assert cfg.returncode == 0, "cmake configure failed; see the output above"
+    build = subprocess.run(["cmake", "--build", str(tmp_path), "-j", os.environ.get("MAX_JOBS", "2")],
+                           capture_output=True, text=True, timeout=3600)
+    print(build.stdout[-5000:], build.stderr[-10000:])
+    assert build.returncode == 0, "cmake build failed; see the output above"
+    from k2kernels import _registry
+    check = ("import sys, torch; torch.ops.load_library(sys.argv[1]); "
+             "missing = [op for op in sys.argv[2:] if not torch._C._dispatch_has_kernel_for_dispatch_key("
+             "'k2kernels::' + op, 'CUDA')]; print('missing', missing); sys.exit(1 if missing else 0)")
+    proc = subprocess.run([sys.executable, "-c", check, str(tmp_path / "libk2kernels.so"), *_registry.OPS],
+                          capture_output=True, text=True, timeout=300)
+    print(proc.stdout, proc.stderr[-3000:])
+    assert proc.returncode == 0, "the CMake library lacks CUDA kernels for some ops"
