@@ -98,3 +98,28 @@ def test_cmake_library_builds_and_registers_every_op(tmp_path):
                           capture_output=True, text=True, timeout=300)
     print(proc.stdout, proc.stderr[-3000:])
     assert proc.returncode == 0, "the CMake library lacks CUDA kernels for some ops"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _have_nvcc(), reason="nvcc not found: set CUDA_HOME to a CUDA 12.8+ toolkit")
+def test_setup_py_ahead_of_time_build_is_what_the_package_loads(tmp_path):
+    """setup.py's ahead-of-time extensions (TORCH_CUDA_ARCH_LIST set; `build_ext --inplace` = what
+    `pip install --no-build-isolation -e .` runs) build every family into k2kernels/_aot/, and the package
+    then loads those libraries instead of JIT-building (sm_90a here to keep CI short)."""
+    import re
+    src = tmp_path / "k2kernels_src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv*", ".jit_cache", "build", "_aot",
+                                                             "__pycache__", ".whl", ".device"))
+    env = dict(os.environ, TORCH_CUDA_ARCH_LIST="9.0a", MAX_JOBS=os.environ.get("MAX_JOBS", "2"))
+    build = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=src, env=env,
+                           capture_output=True, text=True, timeout=3600)
+    print(build.stdout[-5000:], build.stderr[-10000:])
+    assert build.returncode == 0, "setup.py build_ext failed; see the output above"
+    env = dict(os.environ, K2K_CACHE_DIR=str(tmp_path / "jit_cache"))
+    env.pop("TORCH_CUDA_ARCH_LIST", None)
+    check = subprocess.run([sys.executable, "-m", "k2kernels.build", "--arch", "sm_90a", "--check"], cwd=src, env=env,
+                           capture_output=True, text=True, timeout=1800)
+    print(check.stdout[-10000:], check.stderr[-5000:])
+    assert check.returncode == 0
+    for fam in ("quant", "attention", "routing", "moe_gemm", "fused_moe"):
+        assert re.search(rf"{fam}\s+ok \(sm_90a; cached\) \S*/k2kernels/_aot/k2k_{fam}", check.stdout), fam
