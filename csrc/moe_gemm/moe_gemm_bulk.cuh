@@ -227,25 +227,15 @@ bool launch_bulk(const MoeGemmParams& p, int smem_limit, cudaStream_t stream) {
   if (smem > smem_limit || p.scale_layout != kTiled) return false;
   int dev = 0;
   cudaGetDevice(&dev);
-  const int slot = dev >= 0 && dev < 64 ? dev : 0;
-  // Per device, queried once (a host query per launch would cost microseconds at decode): compute
-  // capability, SM count, resident CTAs.
-  static int major[64] = {}, sm_count[64] = {}, resident[64] = {};
-  auto* k = moe_gemm_bulk_kernel<kTokens, kStages>;
-  if (major[slot] == 0) {
-    cudaDeviceGetAttribute(&major[slot], cudaDevAttrComputeCapabilityMajor, dev);
-    cudaDeviceGetAttribute(&sm_count[slot], cudaDevAttrMultiProcessorCount, dev);
-    cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    int occ = 0;
-    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, k, kBulkThreads, smem);
-    resident[slot] = occ > 0 ? occ : 1;
-  }
-  if (major[slot] < 9) return false;
-  const int64_t slots = p.M < p.E ? p.M : p.E;
-  if (slots == 0) return true;
-  const int64_t units = slots * (p.N / Cfg::kRows);
-  const int64_t cap = int64_t(sm_count[slot] > 0 ? sm_count[slot] : 1) * resident[slot];
-  k<<<static_cast<int>(units < cap ? units : cap), kBulkThreads, smem, stream>>>(p);
+  static int major[64] = {};           // compute capability, queried once per device
+  int& cc = major[dev >= 0 && dev < 64 ? dev : 0];
+  if (cc == 0) cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, dev);
+  if (cc < 9) return false;
+  static_assert(Cfg::kRows == kPersistWarps * 16, "persistent_units counts 64-row units");
+  const int64_t units = persistent_units(p);
+  if (units == 0) return true;
+  constexpr auto k = moe_gemm_bulk_kernel<kTokens, kStages>;
+  k<<<persistent_grid<k>(units, kBulkThreads, smem), kBulkThreads, smem, stream>>>(p);
   return true;
 }
 

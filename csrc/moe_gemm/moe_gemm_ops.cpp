@@ -24,12 +24,16 @@ int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 bool aligned(const void* ptr, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
 
-// Tokens per pass of the streaming kernel (8 * nt): from the mean rows per expert with rows, which
-// the host knows without reading the offsets (M rows over at most min(E, M) experts). Larger nt
-// reads the weights fewer times for big experts but stages more activations per step.
-int pick_nt(int64_t M, int64_t E) {
+// Mean rows per expert with rows, which the host knows without reading the offsets (M rows over at
+// most min(E, M) experts): every kernel choice below is made from it.
+double mean_rows(int64_t M, int64_t E) {
   const int64_t slots = M < E ? M : E;
-  const double mean = slots ? static_cast<double>(M) / static_cast<double>(slots) : 0.0;
+  return slots ? static_cast<double>(M) / static_cast<double>(slots) : 0.0;
+}
+
+// Tokens per pass of the streaming kernel (8 * nt). Larger nt reads the weights fewer times for big
+// experts but stages more activations per step.
+int pick_nt(double mean) {
   if (mean <= 4.0) return 1;
   if (mean <= 12.0) return 2;
   if (mean <= 24.0) return 4;
@@ -62,10 +66,9 @@ Knobs read_knobs() {
 // before sm_90. 4-token passes up to a mean of 2 rows: half the activation stage, 4 CTAs per SM instead of
 // 3 (H200, 2026-11-29: 8-token passes left 512 units of gate_up T=1 on 396 CTAs, a 1.3-wave tail).
 bool use_bulk(int nt, const Knobs& k) { return k.kernel == "bulk" || (k.kernel == "auto" && nt == 1); }
-int bulk_tokens(int64_t M, int64_t E, const Knobs& k) {
+int bulk_tokens(double mean, const Knobs& k) {
   if (k.cfg == "t4" || k.cfg == "t8") return k.cfg == "t4" ? 4 : 8;
-  const int64_t slots = M < E ? M : E;
-  return slots && static_cast<double>(M) / static_cast<double>(slots) <= 2.0 ? 4 : 8;
+  return mean <= 2.0 ? 4 : 8;
 }
 
 // Token rows per CTA of the prefill tile kernel, or 0 for the streaming kernels. Default: the tile
@@ -73,9 +76,7 @@ int bulk_tokens(int64_t M, int64_t E, const Knobs& k) {
 // 64-token passes), 128-token tiles from a mean of 48 (H200, gate_up E=384 top-8: mean 85 rows
 // (T=4096) 8.8 ms with 128-token tiles vs 12.7 ms with 64; mean 21 (T=1024): 6.4 ms with 64 vs 8.6 ms
 // with 128).
-int tile_rows(int64_t M, int64_t E, const Knobs& k) {
-  const int64_t slots = M < E ? M : E;
-  const double mean = slots ? static_cast<double>(M) / static_cast<double>(slots) : 0.0;
+int tile_rows(double mean, const Knobs& k) {
   if (k.kernel != "tile" && (k.kernel != "auto" || mean <= 24.0)) return 0;
   if (k.cfg == "m64") return 64;
   if (k.cfg == "m128") return 128;
@@ -197,15 +198,17 @@ at::Tensor moe_gemm_cuda(const at::Tensor& a, const at::Tensor& w, const at::Ten
   const bool aligned16 = aligned(p.a, 16) && aligned(p.w, 16) && aligned(p.w_scale, 16);
   bool launched = false;
   const int limit = k2k::smem_optin_limit(a.get_device());
+  const double mean = mean_rows(M, E);
+  const int nt_pick = pick_nt(mean);
   if (aligned16 && K % 64 == 0) {
-    const int bm = tile_rows(M, E, knobs);
+    const int bm = tile_rows(mean, knobs);
     if (bm > 0) launched = k2k::launch_moe_gemm_tile(p, bm, limit, stream);
   }
-  if (aligned16 && !launched && use_bulk(pick_nt(M, E), knobs)) {
-    launched = k2k::launch_moe_gemm_bulk(p, bulk_tokens(M, E, knobs), limit, stream);
+  if (aligned16 && !launched && use_bulk(nt_pick, knobs)) {
+    launched = k2k::launch_moe_gemm_bulk(p, bulk_tokens(mean, knobs), limit, stream);
   }
   if (aligned16 && K % 128 == 0 && !launched) {
-    for (int nt = pick_nt(M, E); nt >= 1 && !launched; nt /= 2) {   // a config over the SMEM limit: smaller nt
+    for (int nt = nt_pick; nt >= 1 && !launched; nt /= 2) {   // a config over the SMEM limit: smaller nt
       const int variant = stream_variant(nt, knobs);
       launched = k2k::launch_moe_gemm_stream(p, nt, variant, limit, stream);
     }

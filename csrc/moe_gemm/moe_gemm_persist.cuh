@@ -145,6 +145,32 @@ struct UnitAddress {
   }
 };
 
+// Work units of a persistent decode kernel: (expert with rows, 64-row N tile); min(M, E) bounds the
+// experts with rows without reading the offsets.
+inline int64_t persistent_units(const MoeGemmParams& p) {
+  const int64_t slots = p.M < p.E ? p.M : p.E;
+  return slots * ((p.N + kPersistWarps * 16 - 1) / (kPersistWarps * 16));
+}
+
+// Grid of a persistent kernel: min(units, SMs x its resident CTAs per SM). The shared-memory opt-in and
+// the occupancy query run once per (kernel, device): a host query per launch would cost microseconds
+// at decode.
+template <auto kKernel>
+int persistent_grid(int64_t units, int threads, int smem) {
+  static int64_t capacity[64] = {};
+  int dev = 0;
+  cudaGetDevice(&dev);
+  int64_t& cap = capacity[dev >= 0 && dev < 64 ? dev : 0];
+  if (cap == 0) {                      // the attribute is per device too: set it once with the query
+    cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    int occ = 0, sms = 0;
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kKernel, threads, smem);
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    cap = int64_t(sms > 0 ? sms : 1) * (occ > 0 ? occ : 1);
+  }
+  return static_cast<int>(units < cap ? units : cap);
+}
+
 // (launch bounds as measured on the H200: 128 threads, at least 1 CTA per SM)
 template <int kNT, int kStepK, int kStages, int kLayout>
 __global__ void __launch_bounds__(kPersistWarps * 32, 1)
@@ -337,26 +363,9 @@ moe_gemm_persist_kernel(const MoeGemmParams p) {
 }
 
 template <int kNT, int kStepK, int kStages, int kLayout>
-void launch_persist_layout(const MoeGemmParams& p, int smem, int max_units, cudaStream_t stream) {
-  auto* k = moe_gemm_persist_kernel<kNT, kStepK, kStages, kLayout>;
-  int dev = 0;
-  cudaGetDevice(&dev);
-  // Resident CTAs per SM of this instantiation, queried once per device (a host call per launch would
-  // cost microseconds at decode).
-  static int resident_per_sm[64] = {};
-  static int sm_count[64] = {};
-  const int slot = dev >= 0 && dev < 64 ? dev : 0;
-  if (resident_per_sm[slot] == 0) {    // the attribute is per device too: set it once with the query
-    cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    int occ = 0, sms = 0;
-    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, k, kPersistWarps * 32, smem);
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    sm_count[slot] = sms > 0 ? sms : 1;
-    resident_per_sm[slot] = occ > 0 ? occ : 1;
-  }
-  const int64_t resident = int64_t(sm_count[slot]) * resident_per_sm[slot];
-  const int grid = static_cast<int>(max_units < resident ? max_units : resident);
-  k<<<grid, kPersistWarps * 32, smem, stream>>>(p);
+void launch_persist_layout(const MoeGemmParams& p, int smem, int64_t units, cudaStream_t stream) {
+  constexpr auto k = moe_gemm_persist_kernel<kNT, kStepK, kStages, kLayout>;
+  k<<<persistent_grid<k>(units, kPersistWarps * 32, smem), kPersistWarps * 32, smem, stream>>>(p);
 }
 
 // Returns false (launching nothing) if the config's shared memory exceeds smem_limit.
@@ -365,13 +374,12 @@ bool launch_persist(const MoeGemmParams& p, int smem_limit, cudaStream_t stream)
   using Cfg = PipeCfg<kNT, kStepK, kStages, kPersistWarps>;
   constexpr int smem = Cfg::kSmemBytes;
   if (smem > smem_limit) return false;
-  const int64_t slots = p.M < p.E ? p.M : p.E;       // experts with rows, at most
-  if (slots == 0) return true;
-  const int64_t ntiles = (p.N + Cfg::kRows - 1) / Cfg::kRows;
-  const int max_units = static_cast<int>(slots * ntiles < (int64_t(1) << 30) ? slots * ntiles : (int64_t(1) << 30));
-  if (p.scale_layout == kScaleLinear) launch_persist_layout<kNT, kStepK, kStages, kScaleLinear>(p, smem, max_units, stream);
-  else if (p.scale_layout == kTiled) launch_persist_layout<kNT, kStepK, kStages, kTiled>(p, smem, max_units, stream);
-  else launch_persist_layout<kNT, kStepK, kStages, kScaleSwizzled>(p, smem, max_units, stream);
+  static_assert(Cfg::kRows == kPersistWarps * 16, "persistent_units counts 64-row units");
+  const int64_t units = persistent_units(p);
+  if (units == 0) return true;
+  if (p.scale_layout == kScaleLinear) launch_persist_layout<kNT, kStepK, kStages, kScaleLinear>(p, smem, units, stream);
+  else if (p.scale_layout == kTiled) launch_persist_layout<kNT, kStepK, kStages, kTiled>(p, smem, units, stream);
+  else launch_persist_layout<kNT, kStepK, kStages, kScaleSwizzled>(p, smem, units, stream);
   return true;
 }
 
