@@ -68,6 +68,39 @@ __device__ __forceinline__ int expert_of_row(const MoeGemmParams& p, int64_t r) 
 
 constexpr int kMaxExpertWords = 64;               // E <= 2048 (one bit per expert in shared memory)
 
+// Fills the bitmask of experts with rows (offset[e+1] > offset[e]); returns how many. All threads of
+// the CTA call it (it synchronizes).
+template <int kThreads>
+__device__ __forceinline__ int mark_active_experts(const MoeGemmParams& p, uint32_t* nz_words) {
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int words = (p.E + 31) / 32;
+  for (int base = 0; base < words * 32; base += kThreads) {
+    const int e = base + tid;
+    const bool nz = e < p.E && clamped_offset(p, e + 1) > clamped_offset(p, e);
+    const uint32_t bits = __ballot_sync(0xFFFFFFFFu, nz);
+    const int wi = (base >> 5) + warp;
+    if (lane == 0 && wi < words) nz_words[wi] = bits;
+  }
+  __syncthreads();
+  int active = 0;
+  for (int wi = 0; wi < words; ++wi) active += __popc(nz_words[wi]);
+  return active;
+}
+
+// The j-th set bit of the expert bitmask (-1 if it has fewer).
+__device__ __forceinline__ int nth_active_expert(const uint32_t* nz_words, int words, int j) {
+  for (int wi = 0; wi < words; ++wi) {
+    uint32_t m = nz_words[wi];
+    const int c = __popc(m);
+    if (j < c) {
+      for (int t = 0; t < j; ++t) m &= m - 1;
+      return wi * 32 + __ffs(m) - 1;
+    }
+    j -= c;
+  }
+  return -1;
+}
+
 // Scheduling without a host sync: grid.y = min(E, M) slots; slot j takes the j-th expert that has rows
 // (ballot over "offset[e+1] > offset[e]", then the j-th set bit), so CTAs of empty experts never run.
 // CTAs of slot 0 also write zeros into rows [0, offset[0]) and [offset[E], M) of their columns
@@ -76,17 +109,8 @@ constexpr int kMaxExpertWords = 64;               // E <= 2048 (one bit per expe
 template <int kThreads>
 __device__ __forceinline__ int slot_expert_and_zero_fill(const MoeGemmParams& p, uint32_t* nz_words, int n_cta,
                                                          int cols) {
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int words = (p.E + 31) / 32;
-  for (int base = 0; base < words * 32; base += kThreads) {
-    const int e = base + tid;
-    bool nz = false;
-    if (e < p.E) nz = clamped_offset(p, e + 1) > clamped_offset(p, e);
-    const uint32_t bits = __ballot_sync(0xFFFFFFFFu, nz);
-    const int wi = (base >> 5) + warp;
-    if (lane == 0 && wi < words) nz_words[wi] = bits;
-  }
-  __syncthreads();
+  const int tid = threadIdx.x;
+  mark_active_experts<kThreads>(p, nz_words);
   if (blockIdx.y == 0) {
     const int64_t lo = clamped_offset(p, 0), hi = clamped_offset(p, p.E);
     const int ncols = min(cols, p.N - n_cta);
@@ -98,17 +122,7 @@ __device__ __forceinline__ int slot_expert_and_zero_fill(const MoeGemmParams& p,
       p.out[row * p.N + n_cta + c] = __float2bfloat16(0.f);
     }
   }
-  int j = blockIdx.y;
-  for (int wi = 0; wi < words; ++wi) {
-    uint32_t m = nz_words[wi];
-    const int c = __popc(m);
-    if (j < c) {
-      for (int t = 0; t < j; ++t) m &= m - 1;
-      return wi * 32 + __ffs(m) - 1;
-    }
-    j -= c;
-  }
-  return -1;
+  return nth_active_expert(nz_words, (p.E + 31) / 32, blockIdx.y);
 }
 
 }  // namespace moe

@@ -42,20 +42,6 @@ struct WorkPos {
   int s;              // K step
 };
 
-// The j-th set bit of the expert bitmask (j < number of set bits).
-__device__ __forceinline__ int nth_active_expert(const uint32_t* nz_words, int words, int j) {
-  for (int wi = 0; wi < words; ++wi) {
-    uint32_t m = nz_words[wi];
-    const int c = __popc(m);
-    if (j < c) {
-      for (int t = 0; t < j; ++t) m &= m - 1;
-      return wi * 32 + __ffs(m) - 1;
-    }
-    j -= c;
-  }
-  return -1;
-}
-
 struct WorkList {
   const MoeGemmParams* p;
   const uint32_t* nz_words;
@@ -79,24 +65,6 @@ struct WorkList {
     set_unit(w, w.unit + stride);
   }
 };
-
-// Fills the bitmask of experts with rows; returns how many. All threads of the CTA call it (it syncs).
-template <int kThreads>
-__device__ __forceinline__ int mark_active_experts(const MoeGemmParams& p, uint32_t* nz_words) {
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int words = (p.E + 31) / 32;
-  for (int base = 0; base < words * 32; base += kThreads) {
-    const int e = base + tid;
-    const bool nz = e < p.E && clamped_offset(p, e + 1) > clamped_offset(p, e);
-    const uint32_t bits = __ballot_sync(0xFFFFFFFFu, nz);
-    const int wi = (base >> 5) + warp;
-    if (lane == 0 && wi < words) nz_words[wi] = bits;
-  }
-  __syncthreads();
-  int active = 0;
-  for (int wi = 0; wi < words; ++wi) active += __popc(nz_words[wi]);
-  return active;
-}
 
 // Rows [0, offsets[0]) and [offsets[E], M) belong to no expert: zeros, spread over the whole grid.
 __device__ __forceinline__ void zero_rows_without_expert(const MoeGemmParams& p) {
