@@ -67,7 +67,7 @@ std::tuple<at::Tensor, at::Tensor> topk_router_cuda(const at::Tensor& logits, co
     const std::string kernel(v);
     TORCH_CHECK_VALUE(kernel == "warp" || kernel == "block",
                       "k2kernels.topk_router: K2K_ROUTER_KERNEL must be warp or block (or unset); got '", kernel, "'");
-    p.kernel = kernel == "warp" ? 1 : 2;
+    p.kernel = kernel == "warp" ? k2k::kRouterWarp : k2k::kRouterBlock;
   }
   k2k::launch_topk_router(p, logits.get_device(), c10::cuda::getCurrentCUDAStream());
   C10_CUDA_KERNEL_LAUNCH_CHECK();

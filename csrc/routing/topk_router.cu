@@ -326,7 +326,7 @@ int topk_router_smem_bytes(const TopkRouterParams& p) {
 
 void launch_topk_router(const TopkRouterParams& p, int device, cudaStream_t stream) {
   if (p.T == 0) return;                             // no zero-sized grid
-  if (p.kernel != 1 && launch_topk_router_block(p, stream)) return;   // decode: block per token
+  if (p.kernel != kRouterWarp && launch_topk_router_block(p, stream)) return;   // decode: block per token
   // The kernel loops over tokens; 16 blocks of 4 warps per SM is full occupancy at <= 32 registers
   // per thread and more than enough warps in flight above that. The SM count is cached per device
   // (cudaDeviceGetAttribute is cheap, but this is on the decode path).

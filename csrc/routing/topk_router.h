@@ -6,6 +6,9 @@
 
 namespace k2k {
 
+// Which kernel serves a call: by shape (kRouterAuto), or forced by K2K_ROUTER_KERNEL=warp|block.
+enum TopkRouterKernel : int { kRouterAuto = 0, kRouterWarp = 1, kRouterBlock = 2 };
+
 struct TopkRouterParams {
   const void* logits = nullptr;    // [T, E] fp32 or bf16, contiguous
   bool logits_bf16 = false;
@@ -20,7 +23,7 @@ struct TopkRouterParams {
   bool softmax = false;            // false: sigmoid
   bool renormalize = true;
   float scale = 1.f;               // routed_scaling_factor
-  int kernel = 0;                  // 0: by shape; 1: warp per token; 2: block per token (K2K_ROUTER_KERNEL)
+  TopkRouterKernel kernel = kRouterAuto;
 };
 
 // The block-per-token latency kernel (topk_router_block.cu) serves 1 <= T <= kBlockPathMaxT tokens with
@@ -35,7 +38,7 @@ int topk_router_smem_bytes(const TopkRouterParams& p);
 void launch_topk_router(const TopkRouterParams& p, int device, cudaStream_t stream);
 
 // The block-per-token kernel alone: returns false (launching nothing) for n_group > 1, or T outside
-// [1, kBlockPathMaxT] unless p.kernel == 2 forces it.
+// [1, kBlockPathMaxT] unless p.kernel == kRouterBlock forces it.
 bool launch_topk_router_block(const TopkRouterParams& p, cudaStream_t stream);
 
 }  // namespace k2k

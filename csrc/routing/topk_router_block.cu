@@ -204,7 +204,7 @@ void dispatch(const TopkRouterParams& p, cudaStream_t stream) {
 
 bool launch_topk_router_block(const TopkRouterParams& p, cudaStream_t stream) {
   if (p.n_group != 1 || p.T < 1 || p.top_k > kMaxTopK) return false;
-  if (p.kernel != 2 && p.T > kBlockPathMaxT) return false;
+  if (p.kernel != kRouterBlock && p.T > kBlockPathMaxT) return false;
   if (p.logits_bf16) {
     dispatch<__nv_bfloat16>(p, stream);
   } else {
