@@ -318,6 +318,24 @@ def test_each_kernel_ties(kernel, scoring, monkeypatch):
 
 
 @gpu
+@pytest.mark.parametrize("boosted", [12, 20, 96])
+@pytest.mark.parametrize("scoring", ["sigmoid", "softmax"])
+def test_block_kernel_crowded_warp(boosted, scoring, monkeypatch):
+    """The block kernel's candidate table holds 16 per warp and warp 0 ranks two slots per lane when a
+    warp has more than 8: boost `boosted` experts owned by warp 0 (experts e with e % 128 < 32) so that
+    warp 0 alone has ~12 (second slot), ~20 or ~96 candidates (more than 16: the block-argmax path)."""
+    monkeypatch.setenv("K2K_ROUTER_KERNEL", "block")
+    E, T = 384, 40
+    logits, bias = make_inputs(T, E, True, device="cuda", seed=boosted)
+    warp0 = [e for e in range(E) if e % 128 < 32][:boosted]
+    logits[:, warp0] += 4.0
+    _poison_allocator(T * 8 * 4)
+    w, ids = call(op, logits, bias, 8, scoring, 1, 1)
+    assert_router_matches(w, ids, logits, bias, 8, scoring, 1, 1)
+    assert set(ids.flatten().tolist()) <= set(warp0)      # the boosted experts win: the case is the one meant
+
+
+@gpu
 def test_unknown_router_knob_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("K2K_ROUTER_KERNEL", "lane")
     with pytest.raises(ValueError, match="K2K_ROUTER_KERNEL"):
