@@ -96,24 +96,27 @@ def sdpa_fn(q, k, v, causal):
     return run, "default"
 
 
-def bench_decode(timer, B, ctx, Hq, Hkv, D, DV, latent, page_size, rows, gen, peer=True):
+def bench_decode(timer, B, ctx, Hq, Hkv, D, DV, latent, page_size, rows, gen, peer=True, window=-1):
+    """window >= 0: sliding window of window + 1 keys; KV bytes and the SDPA peer (the last window + 1
+    keys, contiguous BF16) count only those keys."""
     k_cache, v_cache, bt, ks, vs = make_paged(B, ctx, Hkv, D, DV, latent, page_size, gen)
     q = torch.randn(B, Hq, D, device="cuda", dtype=torch.bfloat16)
     seq_lens = torch.full((B,), ctx, dtype=torch.int32, device="cuda")
     cu = torch.arange(B + 1, dtype=torch.int32, device="cuda")
     scale = D ** -0.5
     ours = lambda: OPS.fp8_kv_attention(q, k_cache, v_cache, bt, seq_lens, cu, ks, vs, scale, True, 1,  # noqa: E731
-                                        DV if latent else -1)
+                                        DV if latent else -1, window)
     t_ours = timer.graph_median_us(ours)
-    kv_bytes = B * ctx * Hkv * (D + (0 if latent else DV))      # latent: V is inside K
+    keys = ctx if window < 0 else min(ctx, window + 1)          # keys a query sees
+    kv_bytes = B * keys * Hkv * (D + (0 if latent else DV))     # latent: V is inside K
     del k_cache, v_cache
     # peer: BF16 K/V contiguous [B, Hkv, ctx, D]
     t_sdpa, backend = float("nan"), "-"
     try:
         if not peer:
             raise RuntimeError("peer skipped")
-        kb = torch.randn(B, Hkv, ctx, D, device="cuda", dtype=torch.bfloat16)
-        vb = kb[..., :DV] if latent else torch.randn(B, Hkv, ctx, DV, device="cuda", dtype=torch.bfloat16)
+        kb = torch.randn(B, Hkv, keys, D, device="cuda", dtype=torch.bfloat16)
+        vb = kb[..., :DV] if latent else torch.randn(B, Hkv, keys, DV, device="cuda", dtype=torch.bfloat16)
         qb = q.reshape(B, Hq, 1, D)
         fn, backend = sdpa_fn(qb, kb, vb, False)
         t_sdpa = timer.graph_median_us(fn)
@@ -121,19 +124,30 @@ def bench_decode(timer, B, ctx, Hq, Hkv, D, DV, latent, page_size, rows, gen, pe
     except (RuntimeError, torch.OutOfMemoryError) as e:  # noqa: PERF203
         backend = f"failed: {str(e).splitlines()[0][:60]}"
     torch.cuda.empty_cache()
-    flops = 2 * B * Hq * ctx * (D + DV)
-    rows.append(dict(case=f"decode{' latent' if latent else ''} B={B} ctx={ctx} Hq={Hq} Hkv={Hkv} D={D}/{DV} p{page_size}",
+    flops = 2 * B * Hq * keys * (D + DV)
+    win = f" window={window}" if window >= 0 else ""
+    rows.append(dict(case=f"decode{' latent' if latent else ''} B={B} ctx={ctx}{win} Hq={Hq} Hkv={Hkv} D={D}/{DV} p{page_size}",
                      us=t_ours, tbs=kv_bytes / t_ours / 1e6, pct_copy=100 * kv_bytes / t_ours / 1e6 / COPY_TBS,
                      tflops=flops / t_ours / 1e6, sdpa_us=t_sdpa, sdpa_backend=backend, speedup=t_sdpa / t_ours))
 
 
-def bench_prefill(timer, T, Hq, Hkv, D, page_size, rows, gen):
+def bench_prefill(timer, T, Hq, Hkv, D, page_size, rows, gen, window=-1):
+    """window >= 0: ours with the sliding window (FLOPs of the window's keys only); no peer (SDPA has
+    no sliding window)."""
     k_cache, v_cache, bt, ks, vs = make_paged(1, T, Hkv, D, D, False, page_size, gen)
     q = torch.randn(T, Hq, D, device="cuda", dtype=torch.bfloat16)
     seq_lens = torch.tensor([T], dtype=torch.int32, device="cuda")
     cu = torch.tensor([0, T], dtype=torch.int32, device="cuda")
-    ours = lambda: OPS.fp8_kv_attention(q, k_cache, v_cache, bt, seq_lens, cu, ks, vs, D ** -0.5, True, T, -1)  # noqa: E731
+    ours = lambda: OPS.fp8_kv_attention(q, k_cache, v_cache, bt, seq_lens, cu, ks, vs, D ** -0.5, True, T, -1,  # noqa: E731
+                                        window)
     t_ours = timer.graph_median_us(ours, iters=10)
+    if window >= 0:
+        pairs = sum(min(i + 1, window + 1) for i in range(T))       # (query, key) pairs in the window
+        flops = 2 * 2 * D * Hq * pairs
+        rows.append(dict(case=f"prefill causal T={T} window={window} Hq={Hq} Hkv={Hkv} D={D} p{page_size}", us=t_ours,
+                         tbs=float("nan"), pct_copy=float("nan"), tflops=flops / t_ours / 1e6, sdpa_us=float("nan"),
+                         sdpa_backend="-", speedup=float("nan")))
+        return
     qb = q.transpose(0, 1).reshape(1, Hq, T, D)
     kb = torch.randn(1, Hkv, T, D, device="cuda", dtype=torch.bfloat16)
     vb = torch.randn(1, Hkv, T, D, device="cuda", dtype=torch.bfloat16)
@@ -149,6 +163,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--sweep", action="store_true", help="also time split counts (K2K_ATTN_SPLITS) for tuning")
+    ap.add_argument("--window", type=int, default=-1,
+                    help="also time sliding-window attention: decode B=32 over 32K and prefill 8K with this window")
     ap.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "bench_attention.json"))
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -164,6 +180,13 @@ def main():
             print(rows[-1], flush=True)
     for B in ([32] if args.quick else [1, 8, 32]):     # MLA-absorbed latent MQA: Kimi-K2 64 heads, 576/512
         bench_decode(timer, B, 8192, 64, 1, 576, 512, True, 64, rows, gen)
+        print(rows[-1], flush=True)
+    if args.window >= 0:
+        bench_decode(timer, 32, 32768, 64, 8, 128, 128, False, 16, rows, gen, window=-1, peer=False)
+        print(rows[-1], flush=True)
+        bench_decode(timer, 32, 32768, 64, 8, 128, 128, False, 16, rows, gen, window=args.window)
+        print(rows[-1], flush=True)
+        bench_prefill(timer, 8192, 64, 8, 128, 16, rows, gen, window=args.window)
         print(rows[-1], flush=True)
     if args.sweep:
         for B, ctx in ((32, 8192), (8, 8192), (1, 8192)):

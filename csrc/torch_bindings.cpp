@@ -24,10 +24,11 @@ TORCH_LIBRARY(k2kernels, m) {
   m.def("quantize_nvfp4_experts(Tensor x, Tensor global_scale, Tensor expert_offsets, Tensor? row_idx=None) -> (Tensor, Tensor, Tensor)");
   // SM120 native W4A4 MoE GEMM (CUTLASS block-scaled grouped GEMM); equals moe_gemm(act="nvfp4", scale_layout="swizzled").
   m.def("moe_gemm_w4a4_sm120(Tensor a, Tensor w, Tensor w_scale, Tensor w_alpha, Tensor expert_offsets, Tensor a_scale, str config=\"auto\") -> Tensor");
-  // Paged FP8-KV attention (GQA/MQA; v_cache=None means V = first D_v channels of K), bottom-right causal.
-  m.def("fp8_kv_attention(Tensor q, Tensor k_cache, Tensor? v_cache, Tensor block_table, Tensor seq_lens, Tensor cu_seqlens_q, Tensor k_scale, Tensor? v_scale, float softmax_scale, bool causal=True, int max_q_len=-1, int head_dim_v=-1) -> Tensor");
+  // Paged FP8-KV attention (GQA/MQA; v_cache=None means V = first D_v channels of K), bottom-right causal;
+  // window_left = w >= 0 (causal only): query position p sees keys max(0, p - w) .. p (FlashAttention window (w, 0)).
+  m.def("fp8_kv_attention(Tensor q, Tensor k_cache, Tensor? v_cache, Tensor block_table, Tensor seq_lens, Tensor cu_seqlens_q, Tensor k_scale, Tensor? v_scale, float softmax_scale, bool causal=True, int max_q_len=-1, int head_dim_v=-1, int window_left=-1) -> Tensor");
   // The same, also returning the natural-log log-sum-exp of the scaled scores, fp32 [Tq, H_q] (for merging partial attentions).
-  m.def("fp8_kv_attention_lse(Tensor q, Tensor k_cache, Tensor? v_cache, Tensor block_table, Tensor seq_lens, Tensor cu_seqlens_q, Tensor k_scale, Tensor? v_scale, float softmax_scale, bool causal=True, int max_q_len=-1, int head_dim_v=-1) -> (Tensor, Tensor)");
+  m.def("fp8_kv_attention_lse(Tensor q, Tensor k_cache, Tensor? v_cache, Tensor block_table, Tensor seq_lens, Tensor cu_seqlens_q, Tensor k_scale, Tensor? v_scale, float softmax_scale, bool causal=True, int max_q_len=-1, int head_dim_v=-1, int window_left=-1) -> (Tensor, Tensor)");
   // Fused MoE layer (docs/fused_moe.md): router -> align -> gather -> gate_up GEMM -> SiLU*up -> down GEMM -> top-k combine (+ shared_out); workspace from fused_moe.workspace_bytes.
   m.def("fused_moe(Tensor x, Tensor router_logits, Tensor? e_bias, Tensor w13, Tensor w13_scale, Tensor w13_alpha, Tensor w2, Tensor w2_scale, Tensor w2_alpha, int top_k, str scoring=\"sigmoid\", int n_group=1, int topk_group=1, bool renormalize=True, float routed_scaling_factor=1.0, Tensor? expert_map=None, Tensor? shared_out=None, str act=\"bf16\", Tensor? a13_scale=None, Tensor? a2_scale=None, str scale_layout=\"linear\", Tensor(a!)? workspace=None) -> Tensor");
   // fused_moe stage: a[r] = x[sorted_pairs[r] // top_k] (a pair outside [0, T*k) gives a zero row).

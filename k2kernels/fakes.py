@@ -43,16 +43,17 @@ def kv_cache_append(k, v, k_cache, v_cache, slot_mapping, k_scale, v_scale):
 
 
 def fp8_kv_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k_scale, v_scale,
-                     softmax_scale, causal=True, max_q_len=-1, head_dim_v=-1):
-    check_fp8_kv_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k_scale, v_scale, head_dim_v)
+                     softmax_scale, causal=True, max_q_len=-1, head_dim_v=-1, window_left=-1):
+    check_fp8_kv_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k_scale, v_scale, head_dim_v,
+                           causal, window_left)
     Dv = head_dim_v_of(q, v_cache, head_dim_v)
     return q.new_empty((q.shape[0], q.shape[1], Dv), dtype=torch.bfloat16)
 
 
 def fp8_kv_attention_lse(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k_scale, v_scale,
-                         softmax_scale, causal=True, max_q_len=-1, head_dim_v=-1):
+                         softmax_scale, causal=True, max_q_len=-1, head_dim_v=-1, window_left=-1):
     out = fp8_kv_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k_scale, v_scale,
-                           softmax_scale, causal, max_q_len, head_dim_v)
+                           softmax_scale, causal, max_q_len, head_dim_v, window_left)
     return out, q.new_empty((q.shape[0], q.shape[1]), dtype=torch.float32)
 
 

@@ -103,18 +103,20 @@ def kv_cache_append(k, v, k_cache, v_cache, slot_mapping, k_scale, v_scale=None)
 
 def fp8_kv_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k_scale, v_scale=None,
                      softmax_scale: Optional[float] = None, causal: bool = True, max_q_len: int = -1,
-                     head_dim_v: int = -1, return_lse: bool = False):
+                     head_dim_v: int = -1, return_lse: bool = False, window_left: int = -1):
     """Paged FP8-KV attention -> bf16 [Tq, H_q, D_v] (docs/attention.md); with return_lse=True ->
     (out, lse fp32 [Tq, H_q]), lse = natural-log log-sum-exp of the scaled scores (for merging partial
     attentions, e.g. a prefix and a suffix computed apart). softmax_scale defaults to D_qk ** -0.5;
     with an MLA-absorbed latent cache (D_qk 576) pass the model's own scale (based on its qk head dim,
-    192 for Kimi-K2, times any YaRN mscale), not the default."""
+    192 for Kimi-K2, times any YaRN mscale), not the default. window_left = w >= 0 (causal only) is a
+    sliding window, FlashAttention's window_size=(w, 0): the query at position p sees keys
+    max(0, p - w) .. p, w + 1 keys; -1 = none. (Last, after return_lse, so positional callers keep working.)"""
     if softmax_scale is None:
         softmax_scale = q.shape[-1] ** -0.5
     op = _ops.fp8_kv_attention_lse if return_lse else _ops.fp8_kv_attention
     return op(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, _as_scale(k_scale, q.device),
               None if v_scale is None else _as_scale(v_scale, q.device), float(softmax_scale), causal, max_q_len,
-              head_dim_v)
+              head_dim_v, window_left)
 
 
 def fused_moe(x: torch.Tensor, router_logits: torch.Tensor, w13, w13_scale, w13_alpha, w2, w2_scale, w2_alpha,

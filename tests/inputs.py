@@ -43,7 +43,8 @@ def kv_cache_append_args(device="cpu", T=5, H=2, D=16, pages=4, page_size=4, lat
     return (k, v, k_cache, v_cache, slots, k_scale, torch.full((H,), 0.04, device=device))
 
 
-def fp8_kv_attention_args(device="cpu", seq=(5, 9), q_lens=(1, 3), Hq=4, Hkv=2, D=None, page_size=4, latent=False):
+def fp8_kv_attention_args(device="cpu", seq=(5, 9), q_lens=(1, 3), Hq=4, Hkv=2, D=None, page_size=4, latent=False,
+                          window_left=-1):
     """Head dims the CUDA kernel has (64, or the MLA latent 576 / 512 with one KV head), so the same
     arguments serve the CPU reference and the CUDA kernel."""
     if latent:
@@ -61,7 +62,7 @@ def fp8_kv_attention_args(device="cpu", seq=(5, 9), q_lens=(1, 3), Hq=4, Hkv=2, 
     k_scale = torch.tensor(0.1, device=device)
     v_scale = None if latent else torch.full((Hkv,), 0.2, device=device)
     return (q, k_cache, v_cache, block_table, seq_lens, cu, k_scale, v_scale, D ** -0.5, True, -1,
-            512 if latent else -1)
+            512 if latent else -1, window_left)
 
 
 def quantize_nvfp4_experts_args(device="cpu", rows=(3, 0, 130), K=64, gather=True):

@@ -13,7 +13,7 @@ import os
 import pytest
 import torch
 
-import k2kernels  # noqa: F401  (defines torch.ops.k2kernels)
+import k2kernels  # defines torch.ops.k2kernels; k2kernels.fp8_kv_attention is the Python wrapper
 from k2kernels import reference
 from k2kernels.reference.kv_cache import quantize_kv
 from tolerances import ATTN_ATOL_REL, ATTN_LSE_ATOL, ATTN_REL_FRO, ATTN_RTOL
@@ -88,11 +88,11 @@ def check_inputs_unchanged(args, fn):
                            v.view(torch.uint8) if v.dtype == torch.float8_e4m3fn else v), f"{k} was modified"
 
 
-def call(args, causal=True, max_q_len=-1, op=None):
+def call(args, causal=True, max_q_len=-1, op=None, window_left=-1):
     op = op or OPS.fp8_kv_attention
     return op(args["q"], args["k_cache"], args["v_cache"], args["block_table"], args["seq_lens"],
               args["cu_seqlens_q"], args["k_scale"], args["v_scale"], args["softmax_scale"], causal, max_q_len,
-              args["head_dim_v"])
+              args["head_dim_v"], window_left)
 
 
 def poison_allocator(numel_bytes: int):
@@ -260,7 +260,8 @@ def test_prefill_hint_underestimates(monkeypatch, layout):
 # ---------------------------------------------------------------- log-sum-exp output
 def lse_args(args, **kw):
     return (args["q"], args["k_cache"], args["v_cache"], args["block_table"], args["seq_lens"], args["cu_seqlens_q"],
-            args["k_scale"], args["v_scale"], args["softmax_scale"], kw.get("causal", True), -1, args["head_dim_v"])
+            args["k_scale"], args["v_scale"], args["softmax_scale"], kw.get("causal", True), kw.get("max_q_len", -1),
+            args["head_dim_v"], kw.get("window_left", -1))
 
 
 def check_lse(lse, ref_lse):
@@ -386,6 +387,185 @@ def test_bad_inputs_cuda():
         call(dict(args, q=q))
 
 
+# ---------------------------------------------------------------- GPU: sliding window (window_left)
+# FlashAttention's window_size=(w, 0), bottom-right aligned: the query at key position
+# p = seq_len - q_len + i sees keys max(0, p - w) .. p (w + 1 keys). 5000 is wider than every sequence
+# here (the same keys as no window). Each case checks out and lse of every layout against the reference.
+WINDOWS = [0, 1, 15, 16, 63, 100, 5000]
+WINDOW_DECODE_SHAPES = [s for s in SHAPES if s[0] in ("gqa8_d128_p16", "gqa8_d128_p64", "mha_d64_p16", "gqa4_d64_p64",
+                                                       "gqa16_d128_p16", "gqa4_d256_p16", "latent16_d576_p16",
+                                                       "latent64_d576_p64")]
+# (layout, shape): the three decode layouts on every shape, the latent layout on the latent shapes
+WINDOW_DECODE_CASES = [(lay, s) for s in WINDOW_DECODE_SHAPES for lay in ("auto", "rows16", "rows8")] + \
+                      [("latent", s) for s in WINDOW_DECODE_SHAPES if s[5]]
+
+
+def run_window(args, window_left, max_q_len=-1):
+    """Kernel (the lse op, and the plain op's output) vs the reference on the same FP8 cache."""
+    Tq, Hq = args["q"].shape[:2]
+    DV = args["v_cache"].shape[3] if args["v_cache"] is not None else args["head_dim_v"]
+    a = lse_args(args, max_q_len=max_q_len, window_left=window_left)
+    poison_allocator(Tq * Hq * DV * 2 * 64)
+    out, lse = OPS.fp8_kv_attention_lse(*a)
+    torch.cuda.synchronize()
+    ref_out, ref_lse = reference.fp8_kv_attention_lse(*a)
+    check_close(out, ref_out)
+    check_lse(lse, ref_lse)
+    assert torch.equal(out, call(args, max_q_len=max_q_len, window_left=window_left)), \
+        "the lse op must return the plain op's output"
+    return out, lse
+
+
+@gpu
+@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize("splits", ["auto", "1", "5"])
+@pytest.mark.parametrize("layout,shape", WINDOW_DECODE_CASES, ids=[f"{c[0]}-{c[1][0]}" for c in WINDOW_DECODE_CASES])
+def test_window_decode_ragged(monkeypatch, layout, shape, splits, window):
+    """Decode: ragged lengths (1, off the page grid, several pages), forced split counts (1 = direct
+    write, 5 = merge, some splits empty when the window is short) and the launcher's split choice."""
+    set_layout(monkeypatch, layout)
+    if splits != "auto":
+        monkeypatch.setenv("K2K_ATTN_SPLITS", splits)
+    _, Hq, Hkv, D, DV, latent, page = shape
+    seq_lens = [1, 17, page * 3 + 5, 300, 1000]
+    run_window(make_case([1] * len(seq_lens), seq_lens, Hq, Hkv, D, DV, latent, page, per_head=True, seed=window),
+               window)
+
+
+@gpu
+@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize("splits", ["auto", "3"])
+@pytest.mark.parametrize("name,Hq,Hkv,D,DV,latent,page", PREFILL, ids=[s[0] for s in PREFILL])
+@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8", "prefill", "latent"])
+def test_window_prefill_chunked(monkeypatch, name, Hq, Hkv, D, DV, latent, page, layout, splits, window):
+    """Mixed q_lens (decode, fresh prefill, chunked prefill after a prefix): one tile spans several
+    query positions, so its rows have different window starts. (prefill / latent layouts exist only for
+    their shapes; elsewhere the knob falls back to the default, as in test_prefill_chunked.)"""
+    set_layout(monkeypatch, layout)
+    if splits != "auto":
+        monkeypatch.setenv("K2K_ATTN_SPLITS", splits)
+    q_lens = [1, 37, 130, 5]
+    seq_lens = [1, 37, 300, 69]
+    run_window(make_case(q_lens, seq_lens, Hq, Hkv, D, DV, latent, page, seed=window), window,
+               max_q_len=max(q_lens))
+
+
+@gpu
+@pytest.mark.parametrize("window", [100, 1000])
+@pytest.mark.parametrize("layout", ["auto", "rows16", "prefill"])
+def test_window_prefill_long(monkeypatch, layout, window):
+    """Many 64-key chunks: the prefill CTAs skip chunks wholly outside their rows' windows."""
+    set_layout(monkeypatch, layout)
+    run_window(make_case([1024, 300], [1500, 300], 32, 4, 128, 128, False, 64), window, max_q_len=1024)
+
+
+@gpu
+@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8"])
+def test_window_decode_long_context(monkeypatch, layout):
+    """32K context, 4K window: the splits come from the window's length."""
+    set_layout(monkeypatch, layout)
+    run_window(make_case([1, 1], [32768, 20000], 64, 8, 128, 128, False, 64, per_head=True), 4095)
+
+
+@gpu
+@pytest.mark.parametrize("window", [0, 5, 16, 100])
+@pytest.mark.parametrize("layout", ["rows16", "rows8", "prefill", "latent"])
+def test_window_page8(monkeypatch, layout, window):
+    """A page size that is not a multiple of 16 (per-key page lookups; a 16-key chunk spans pages)."""
+    set_layout(monkeypatch, layout)
+    if layout == "latent":
+        args = make_case([1, 1, 9], [7, 61, 500], 16, 1, 576, 512, True, 8)
+    else:
+        args = make_case([1, 1, 9], [7, 61, 500], 32, 4, 128, 128, False, 8)
+    run_window(args, window, max_q_len=9)
+
+
+@gpu
+@pytest.mark.parametrize("page", [8, 16, 64])
+@pytest.mark.parametrize("layout", ["rows16", "rows8", "prefill", "latent"])
+def test_window_ignores_pages_before_the_window(monkeypatch, layout, page):
+    """What an engine does with pages that left the window: it frees them and the block table may point
+    anywhere. Here they point to a page of E4M3 NaN bytes; the result must equal the reference on the
+    intact cache (a kernel that let those bytes into the softmax or the PV product would give NaN)."""
+    set_layout(monkeypatch, layout)
+    window = 40
+    q_lens, seq_lens = [1, 1, 6], [300, 1000, 700]
+    if layout == "latent":
+        args = make_case(q_lens, seq_lens, 16, 1, 576, 512, True, page)
+    else:
+        args = make_case(q_lens, seq_lens, 32, 4, 128, 128, False, page)
+    ref_out, ref_lse = reference.fp8_kv_attention_lse(*lse_args(args, max_q_len=6, window_left=window))
+    used = {int(args["block_table"][b, i]) for b, L in enumerate(seq_lens) for i in range((L + page - 1) // page)}
+    nan_page = min(set(range(args["k_cache"].shape[0])) - used)   # a spare page (make_case keeps 3), filled with NaN
+    bad = dict(args)
+    for name in ("k_cache", "v_cache"):
+        if args[name] is not None:
+            c = args[name].clone()
+            c.view(torch.uint8)[nan_page] = 0x7F
+            bad[name] = c
+    bt = args["block_table"].clone()
+    for b, (nq, L) in enumerate(zip(q_lens, seq_lens)):
+        first_key = max(0, L - nq - window)                  # the window start of the sequence's first query
+        bt[b, :first_key // page] = nan_page                 # pages wholly before every row's window
+    bad["block_table"] = bt
+    out, lse = OPS.fp8_kv_attention_lse(*lse_args(bad, max_q_len=6, window_left=window))
+    check_close(out, ref_out)
+    check_lse(lse, ref_lse)
+
+
+@gpu
+@pytest.mark.parametrize("layout", ["rows16", "rows8", "prefill", "latent"])
+def test_window_covering_the_sequence_is_no_window(monkeypatch, layout):
+    """window_left >= every p (here seq_len - 1 of the longest sequence, and larger) reads the same keys in
+    the same order as no window: bit-identical output and lse (split count pinned: the launcher's choice
+    would follow the window's length)."""
+    set_layout(monkeypatch, layout)
+    monkeypatch.setenv("K2K_ATTN_SPLITS", "3")
+    q_lens, seq_lens = [1, 4, 1], [50, 200, 333]
+    if layout == "latent":
+        args = make_case(q_lens, seq_lens, 16, 1, 576, 512, True, 16)
+    else:
+        args = make_case(q_lens, seq_lens, 16, 4, 64, 64, False, 16)
+    base_out, base_lse = OPS.fp8_kv_attention_lse(*lse_args(args, max_q_len=4))
+    for w in (332, 333, 10 ** 6, 2 ** 31 - 1):
+        out, lse = OPS.fp8_kv_attention_lse(*lse_args(args, max_q_len=4, window_left=w))
+        assert torch.equal(out, base_out) and torch.equal(lse, base_lse), f"window_left={w}"
+
+
+def check_window_merge(fn, device):
+    """A window that straddles a page boundary X = two partial attentions merged by their lse: keys
+    [L-1-w, X) (a window of X - L + w over the cache of the first X keys) and [X, L) (the rest)."""
+    L, w, pages = 160, 40, 8                                 # page 16: X = 128; window keys 119..159
+    args = make_case((1,), (L,), 16, 4, 64, 64, False, 16, device=device, seed=5)
+    out, lse = fn(*lse_args(args, window_left=w))
+    first, rest = split_at_page(args, pages)
+    X = pages * 16
+    o1, l1 = fn(*lse_args(first, window_left=X - L + w))
+    o2, l2 = fn(*lse_args(rest, window_left=w))
+    merged, merged_lse = merge_partials(o1, l1, o2, l2)
+    check_close(merged.to(torch.bfloat16), out)
+    check_lse(merged_lse, lse)
+    full_out, _ = fn(*lse_args(args))
+    assert not torch.allclose(full_out.float(), out.float(), atol=1e-2), "the window must change the result"
+
+
+@gpu
+def test_window_merges_like_lse_cuda():
+    check_window_merge(OPS.fp8_kv_attention_lse, "cuda")
+
+
+@gpu
+def test_window_bad_inputs_cuda():
+    args = make_case([1, 1], [20, 40], 16, 2, 128, 128, False, 16)
+    with pytest.raises(ValueError, match="window_left must be an int >= -1"):
+        call(args, window_left=-2)
+    with pytest.raises(ValueError, match="window_left must be an int >= -1"):
+        OPS.fp8_kv_attention_lse(*lse_args(args, window_left=-2))
+    with pytest.raises(ValueError, match="needs causal=True"):
+        call(args, causal=False, window_left=4)
+    call(args, causal=False, window_left=-1)               # no window: non-causal is fine
+
+
 # ---------------------------------------------------------------- CPU: reference, fake, errors
 def _sdpa_oracle(args, causal):
     """Independent check of the reference: dequantize and run SDPA per sequence (CPU, fp32)."""
@@ -456,3 +636,101 @@ def test_bad_inputs_cpu():
         call(dict(args, k_cache=args["k_cache"][..., :32].contiguous()))
     with pytest.raises(ValueError, match="cu_seqlens_q"):
         call(dict(args, cu_seqlens_q=args["cu_seqlens_q"][:2].contiguous()))
+
+
+# ---------------------------------------------------------------- CPU: sliding window of the reference
+def _brute_force_window(args, window_left):
+    """Independent oracle of the windowed reference: for every (sequence, query), the visible keys are
+    listed by a loop straight from the definition (p = seq_len - q_len + i; keys j with
+    max(0, p - w) <= j <= p), each key's slot looked up in the block table, softmax in fp64."""
+    q, kc, vc, bt = args["q"], args["k_cache"], args["v_cache"], args["block_table"]
+    Tq, Hq, D = q.shape
+    _, ps, Hkv, _ = kc.shape
+    DV = vc.shape[3] if vc is not None else args["head_dim_v"]
+    ks = args["k_scale"].double().reshape(-1).expand(Hkv)
+    vs = (args["v_scale"].double().reshape(-1).expand(Hkv) if vc is not None else ks)
+    kflat = kc.reshape(-1, Hkv, D).double()
+    vflat = vc.reshape(-1, Hkv, DV).double() if vc is not None else kflat[..., :DV]
+    heads = torch.arange(Hq) // (Hq // Hkv)                 # KV head of each query head
+    out = torch.zeros(Tq, Hq, DV, dtype=torch.float64)
+    lse = torch.zeros(Tq, Hq, dtype=torch.float64)
+    cu = args["cu_seqlens_q"].tolist()
+    for b, L in enumerate(args["seq_lens"].tolist()):
+        nq = cu[b + 1] - cu[b]
+        for i in range(nq):
+            pos = L - nq + i
+            keys = [j for j in range(L) if j <= pos and (window_left < 0 or j >= pos - window_left)]
+            slots = [int(bt[b, j // ps]) * ps + j % ps for j in keys]
+            k = kflat[slots][:, heads] * ks[heads].reshape(1, -1, 1)       # [n, Hq, D]
+            v = vflat[slots][:, heads] * vs[heads].reshape(1, -1, 1)
+            s = torch.einsum("hd,nhd->hn", q[cu[b] + i].double(), k) * args["softmax_scale"]
+            lse[cu[b] + i] = torch.logsumexp(s, dim=-1)
+            out[cu[b] + i] = torch.einsum("hn,nhd->hd", torch.softmax(s, dim=-1), v)
+    return out, lse
+
+
+@pytest.mark.parametrize("window", [0, 1, 15, 16, 63, 100, 5000])
+@pytest.mark.parametrize("page", [16, 64])
+@pytest.mark.parametrize("q_lens", [(1, 1, 1, 1), (1, 5, 17, 3)], ids=["decode", "mixed"])
+@pytest.mark.parametrize("latent", [False, True], ids=["gqa", "latent"])
+def test_reference_window_matches_brute_force_cpu(latent, q_lens, page, window):
+    Hq, Hkv, D, DV = (8, 1, 576, 512) if latent else (8, 2, 64, 64)
+    args = make_case(list(q_lens), [1, 17, 130, 70], Hq, Hkv, D, DV, latent, page, per_head=not latent,
+                     device="cpu", seed=window)
+    out, lse = reference.fp8_kv_attention_lse(*lse_args(args, window_left=window))
+    want_out, want_lse = _brute_force_window(args, window)
+    torch.testing.assert_close(out.double(), want_out, atol=2e-2, rtol=2 ** -7)
+    torch.testing.assert_close(lse.double(), want_lse, atol=1e-5, rtol=1e-5)
+    if window < 100:                                        # a short window must change some rows
+        full, _ = reference.fp8_kv_attention_lse(*lse_args(args))
+        assert not torch.equal(full, out)
+
+
+def test_reference_window0_is_own_value_cpu():
+    """window_left = 0: one visible key (the query's own position), so out = its dequantized V row and
+    lse = its own scaled score."""
+    args = make_case([1, 3], [9, 40], 4, 2, 64, 64, False, 16, device="cpu")
+    out, lse = reference.fp8_kv_attention_lse(*lse_args(args, window_left=0))
+    kc, vc, bt = args["k_cache"], args["v_cache"], args["block_table"]
+    for t, (b, pos) in enumerate([(0, 8), (1, 37), (1, 38), (1, 39)]):
+        slot = int(bt[b, pos // 16]) * 16 + pos % 16
+        for h in range(4):
+            v = vc.reshape(-1, 2, 64)[slot, h // 2].float() * args["v_scale"]
+            k = kc.reshape(-1, 2, 64)[slot, h // 2].float() * args["k_scale"]
+            torch.testing.assert_close(out[t, h].float(), v.to(torch.bfloat16).float(), atol=0, rtol=0)
+            torch.testing.assert_close(lse[t, h], (args["q"][t, h].float() * k).sum() * args["softmax_scale"],
+                                       atol=1e-4, rtol=1e-5)
+
+
+def test_window_merges_like_lse_cpu():
+    check_window_merge(reference.fp8_kv_attention_lse, "cpu")
+
+
+def test_window_wrapper_and_compile_cpu():
+    args = make_case([1, 4], [9, 40], 8, 2, 64, 64, False, 16, device="cpu")
+    want = reference.fp8_kv_attention_lse(*lse_args(args, max_q_len=4, window_left=7))
+    got = k2kernels.fp8_kv_attention(args["q"], args["k_cache"], args["v_cache"], args["block_table"],
+                                     args["seq_lens"], args["cu_seqlens_q"], args["k_scale"], args["v_scale"],
+                                     args["softmax_scale"], max_q_len=4, return_lse=True, window_left=7)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    f = torch.compile(lambda a: call(a, window_left=7), fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(f(args), want[0], atol=0, rtol=0)
+    a = lse_args(args, max_q_len=4, window_left=7)
+    torch.library.opcheck(OPS.fp8_kv_attention_lse.default, a, test_utils=OPCHECK_UTILS)
+    torch.library.opcheck(OPS.fp8_kv_attention.default, a, test_utils=OPCHECK_UTILS)
+
+
+def test_window_bad_inputs_cpu():
+    args = make_case([1, 1], [5, 9], 8, 2, 64, 64, False, 16, device="cpu")
+    for bad in (-2, -100):
+        with pytest.raises(ValueError, match=r"k2kernels\.fp8_kv_attention: window_left must be an int >= -1"):
+            call(args, window_left=bad)
+        with pytest.raises(ValueError, match="window_left must be an int >= -1"):
+            OPS.fp8_kv_attention_lse(*lse_args(args, window_left=bad))
+    with pytest.raises(ValueError, match="window_left = 4 needs causal=True"):
+        call(args, causal=False, window_left=4)
+    with torch._subclasses.fake_tensor.FakeTensorMode() as mode:          # the fake raises the same
+        fa = {k: (mode.from_tensor(v) if isinstance(v, torch.Tensor) else v) for k, v in args.items()}
+        with pytest.raises(ValueError, match="window_left must be an int >= -1"):
+            call(fa, window_left=-2)
+    call(args, causal=False, window_left=-1)

@@ -58,6 +58,7 @@ def test_opcheck(op, device):
 def test_latent_variants_opcheck(device):
     opcheck("kv_cache_append", ALL["kv_cache_append"](device=device, latent=True))
     opcheck("fp8_kv_attention", ALL["fp8_kv_attention"](device=device, latent=True))
+    opcheck("fp8_kv_attention_lse", ALL["fp8_kv_attention_lse"](device=device, latent=True, window_left=2))
 
 
 @pytest.mark.parametrize("device", [_device_param(d) for d in DEVICES])
@@ -106,6 +107,7 @@ BAD = [
     ("kv_cache_append", 4, lambda s: s.int(), "slot_mapping must be int64"),
     ("fp8_kv_attention", 0, lambda q: q[:, :3].contiguous(), "H_q = 3 must be a multiple of H_kv"),
     ("fp8_kv_attention", 4, lambda s: s.long(), "seq_lens must be int32"),
+    ("fp8_kv_attention", 12, lambda _: -2, "window_left must be an int >= -1"),
 ]
 
 

@@ -6,6 +6,7 @@
 
 #include <tuple>
 
+#include <climits>
 #include <cmath>
 #include <cstdlib>
 
@@ -76,7 +77,8 @@ void check_aligned16(const char* name, const at::Tensor& t) {
 // fit in ONE wave of resident CTAs (capacity = SMs x CTAs per SM), at least 512 keys per split, at
 // most 64. An H200 sweep (B = 1/8/32, 8K, 2026-11-29) found one full wave fastest and each extra
 // wave ~11 us slower (per-split fixed cost: Q load, warp merge, partial write, merge pass).
-// The length bound is block_table.shape[1] * page_size; the kernel splits each sequence's real length.
+// The length bound is block_table.shape[1] * page_size, or the keys a row tile's sliding window can
+// span; the kernel splits each sequence's real (windowed) key range.
 int choose_splits(int64_t base_ctas, int64_t key_bound, int64_t capacity) {
   if (const char* env = std::getenv("K2K_ATTN_SPLITS")) {   // benchmarking / tuning override
     const int s = std::atoi(env);
@@ -93,7 +95,7 @@ std::tuple<at::Tensor, at::Tensor> fp8_kv_attention_impl(
     const at::Tensor& q, const at::Tensor& k_cache, const std::optional<at::Tensor>& v_cache, const at::Tensor& block_table,
     const at::Tensor& seq_lens, const at::Tensor& cu_seqlens_q, const at::Tensor& k_scale,
     const std::optional<at::Tensor>& v_scale, double softmax_scale, bool causal, int64_t max_q_len, int64_t head_dim_v,
-    bool want_lse) {
+    int64_t window_left, bool want_lse) {
   k2k::check_tensor(kAttn, "q", q, at::kBFloat16, 3, "bfloat16 [Tq, H_q, D_qk]");
   k2k::check_tensor(kAttn, "k_cache", k_cache, at::kFloat8_e4m3fn, 4, "float8_e4m3fn [pages, page_size, H_kv, D_qk]");
   const int64_t Tq = q.size(0), Hq = q.size(1), D = q.size(2);
@@ -136,6 +138,10 @@ std::tuple<at::Tensor, at::Tensor> fp8_kv_attention_impl(
                     "; supported: (64, 64), (128, 128), (256, 128|256), latent (576, 256|512)");
   TORCH_CHECK_VALUE(pages >= 1 && page_size >= 1, "k2kernels.fp8_kv_attention: k_cache needs at least one page; got ",
                     k_cache.sizes());
+  TORCH_CHECK_VALUE(window_left >= -1, "k2kernels.fp8_kv_attention: window_left must be an int >= -1 ",
+                    "(-1 = no sliding window); got ", window_left);
+  TORCH_CHECK_VALUE(window_left < 0 || causal, "k2kernels.fp8_kv_attention: window_left = ", window_left,
+                    " needs causal=True (the sliding window is causal: keys p - window_left .. p); got causal=False");
   check_aligned16("q", q);
   check_aligned16("k_cache", k_cache);
   if (v_cache.has_value()) check_aligned16("v_cache", *v_cache);
@@ -170,6 +176,8 @@ std::tuple<at::Tensor, at::Tensor> fp8_kv_attention_impl(
   p.max_pages = int(block_table.size(1));
   p.num_pages = int(pages);
   p.causal = causal ? 1 : 0;
+  // No window = an unbounded one: the kernels test unsigned(pos - key) <= window_left, one compare for both edges.
+  p.window_left = window_left < 0 ? INT_MAX : int(std::min<int64_t>(window_left, INT_MAX));
   // Rows per (sequence, KV head) = q_len * group; the grid covers the host's estimate of the largest
   // q_len (the hint, else 1 when Tq == B, else Tq) and the kernel loops over any rows beyond it.
   const int64_t q_est = max_q_len > 0 ? std::min(max_q_len, Tq) : (Tq == B ? 1 : Tq);
@@ -210,7 +218,11 @@ std::tuple<at::Tensor, at::Tensor> fp8_kv_attention_impl(
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, q.get_device());   // an attribute query, no sync
   const int64_t capacity = int64_t(sms) * (p.latent ? k2k::fp8_attention_latent_ctas_per_sm(q.get_device())
                                                       : k2k::fp8_attention_ctas_per_sm(int(D), p.rows8 != 0, q.get_device()));
-  p.num_splits = p.prefill ? 1 : choose_splits(B * Hkv * p.row_tiles * p.dv_chunks, int64_t(p.max_pages) * page_size, capacity);
+  // Keys one row tile can see: the cache bound, or with a window its w + 1 keys per token plus one per
+  // further token of the tile (at most min(q_len, rows per tile) tokens), so splits follow the window.
+  int64_t key_bound = int64_t(p.max_pages) * page_size;
+  if (window_left >= 0) key_bound = std::min(key_bound, window_left + std::min<int64_t>(q_est, rows_per_tile));
+  p.num_splits = p.prefill ? 1 : choose_splits(B * Hkv * p.row_tiles * p.dv_chunks, key_bound, capacity);
   at::Tensor part_o, part_lse;
   if (p.num_splits > 1) {
     part_o = at::empty({p.num_splits, Tq, Hq, DV}, q.options().dtype(at::kFloat));
@@ -229,17 +241,18 @@ std::tuple<at::Tensor, at::Tensor> fp8_kv_attention_impl(
 at::Tensor fp8_kv_attention_cuda(const at::Tensor& q, const at::Tensor& k_cache, const std::optional<at::Tensor>& v_cache,
                                  const at::Tensor& block_table, const at::Tensor& seq_lens, const at::Tensor& cu_seqlens_q,
                                  const at::Tensor& k_scale, const std::optional<at::Tensor>& v_scale, double softmax_scale,
-                                 bool causal, int64_t max_q_len, int64_t head_dim_v) {
+                                 bool causal, int64_t max_q_len, int64_t head_dim_v, int64_t window_left) {
   return std::get<0>(fp8_kv_attention_impl(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k_scale, v_scale,
-                                           softmax_scale, causal, max_q_len, head_dim_v, false));
+                                           softmax_scale, causal, max_q_len, head_dim_v, window_left, false));
 }
 
 std::tuple<at::Tensor, at::Tensor> fp8_kv_attention_lse_cuda(
     const at::Tensor& q, const at::Tensor& k_cache, const std::optional<at::Tensor>& v_cache, const at::Tensor& block_table,
     const at::Tensor& seq_lens, const at::Tensor& cu_seqlens_q, const at::Tensor& k_scale,
-    const std::optional<at::Tensor>& v_scale, double softmax_scale, bool causal, int64_t max_q_len, int64_t head_dim_v) {
+    const std::optional<at::Tensor>& v_scale, double softmax_scale, bool causal, int64_t max_q_len, int64_t head_dim_v,
+    int64_t window_left) {
   return fp8_kv_attention_impl(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k_scale, v_scale, softmax_scale,
-                               causal, max_q_len, head_dim_v, true);
+                               causal, max_q_len, head_dim_v, window_left, true);
 }
 
 }  // namespace

@@ -28,6 +28,8 @@ struct Fp8AttnParams {
   int max_pages, num_pages;
   int k_per_head, v_per_head;    // scale tensors hold Hkv values (1) or one value (0)
   int causal;
+  int window_left;               // sliding window (causal): the row at key position pos sees keys pos - window_left .. pos;
+                                 // INT_MAX without one (the host maps -1), so one unsigned compare tests both edges
   int latent;                    // 1: MLA-latent decode layout (D 576 / DV 512, 8 warps, 64 rows per CTA)
   int prefill;                   // 1: prefill layout (64-row CTAs, K/V converted once into shared memory)
   int rows8;                     // 1: decode layout for group <= 8 (8-row tiles, keys in the MMA M dimension)

@@ -131,6 +131,15 @@ __device__ __forceinline__ int64_t slot_of(const Fp8AttnParams& p, const int32_t
   return int64_t(page) * p.page_size + off;
 }
 
+// Sliding window (p.window_left = w; INT_MAX without one). A row whose keys end at lim (exclusive:
+// pos + 1 causal, L otherwise) sees keys lim - 1 - w <= key < lim: one unsigned compare covers both
+// edges (key >= lim wraps to >= 2^31 > w). Non-causal rows have no window (the host rejects one).
+__device__ __forceinline__ bool key_visible(int key, int lim, int window_left) {
+  return unsigned(lim - 1 - key) <= unsigned(window_left);
+}
+// First key of the window of the row at key position pos (0 without a window; pos - w cannot overflow).
+__device__ __forceinline__ int window_begin(int pos, int window_left) { return pos > window_left ? pos - window_left : 0; }
+
 // Per-CTA constants the chunk helpers need.
 template <int D, int DVC>
 struct Ctx {
@@ -139,7 +148,7 @@ struct Ctx {
   const uint8_t* k_head;
   const uint8_t* v_head;
   int64_t k_slot_stride;
-  int key_end;
+  int key_begin, key_end;   // keys the tile reads: [window start of its first row, causal end of its last)
   float sl2;
   int lim0, lim1;
   int g, t;
@@ -156,7 +165,8 @@ struct ChunkRegs {
 };
 
 // Issue the loads of chunk c: K rows kb + g, kb + 8 + g (first kKPre 64-channel blocks) and V rows
-// kb + 2t + {0, 1, 8, 9}. Keys >= key_end load zeros (their P is 0, and 0 * NaN garbage would not be).
+// kb + 2t + {0, 1, 8, 9}. Keys outside [key_begin, key_end) load zeros (their P is 0, and 0 * NaN garbage
+// would not be; and a page wholly before a sliding window is never read).
 template <int D, int DVC>
 __device__ __forceinline__ void load_chunk(const Ctx<D, DVC>& x, int c, ChunkRegs<D, DVC>& r) {
   using C = Cfg<D, DVC>;
@@ -177,10 +187,11 @@ __device__ __forceinline__ void load_chunk(const Ctx<D, DVC>& x, int c, ChunkReg
     for (int i = 0; i < 4; ++i)
       vslot[i] = slot_of(x.p, x.bt_row, min(kb + 2 * t + (i & 1) + (i >> 1) * 8, x.key_end - 1));
   }
+  const unsigned n_keys = unsigned(x.key_end - x.key_begin);   // key in range <=> unsigned(key - key_begin) < n_keys
 #pragma unroll
-  for (int nt = 0; nt < 2; ++nt) r.kvalid[nt] = kb + nt * 8 + g < x.key_end;
+  for (int nt = 0; nt < 2; ++nt) r.kvalid[nt] = unsigned(kb + nt * 8 + g - x.key_begin) < n_keys;
 #pragma unroll
-  for (int i = 0; i < 4; ++i) vvalid[i] = kb + 2 * t + (i & 1) + (i >> 1) * 8 < x.key_end;
+  for (int i = 0; i < 4; ++i) vvalid[i] = unsigned(kb + 2 * t + (i & 1) + (i >> 1) * 8 - x.key_begin) < n_keys;
 #pragma unroll
   for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
@@ -254,7 +265,7 @@ __device__ __forceinline__ void compute_chunk(const Ctx<D, DVC>& x, const __nv_b
     for (int e = 0; e < 4; ++e) {
       const int key = kb + nt * 8 + 2 * t + (e & 1);
       const int rr = e >> 1;
-      s[nt][e] = key < lim[rr] ? s[nt][e] * x.sl2 : -INFINITY;
+      s[nt][e] = key_visible(key, lim[rr], x.p.window_left) ? s[nt][e] * x.sl2 : -INFINITY;
       mx[rr] = fmaxf(mx[rr], s[nt][e]);
     }
   float alpha[2], base[2];
@@ -351,7 +362,8 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_kernel(const Fp8Att
     }
     __syncthreads();
 
-    // Key limits: row r sees keys < lim (bottom-right causal: L - q_len + qi + 1).
+    // Key limits: row r sees keys < lim (bottom-right causal: L - q_len + qi + 1) and, with a sliding
+    // window, >= lim - 1 - window_left (key_visible).
     int lim[2];
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
@@ -362,9 +374,13 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_kernel(const Fp8Att
     int key_end = L;
     if (p.causal) key_end = min(L, L - q_len + (min(row0 + kRows, n_rows) - 1) / G + 1);
     key_end = max(key_end, 0);
+    // The tile's first row has the earliest window start; chunks before it are never visited, and the
+    // splits divide the chunks [c_first, n_chunks) (chunks stay on the 16-key grid: one page lookup).
+    const int key_begin = min(window_begin(L - q_len + row0 / G, p.window_left), key_end);
+    const int c_first = key_begin >> 4;
     const int n_chunks = (key_end + 15) >> 4;
-    const int per_split = (n_chunks + p.num_splits - 1) / p.num_splits;
-    const int c_begin = split * per_split;
+    const int per_split = (n_chunks - c_first + p.num_splits - 1) / p.num_splits;
+    const int c_begin = c_first + split * per_split;
     const int c_end = min(n_chunks, c_begin + per_split);
 
     float o[W][4];
@@ -372,7 +388,7 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_kernel(const Fp8Att
     for (int j = 0; j < W; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 
-    Ctx<D, DVC> x{p, bt_row, k_head, v_head, k_slot_stride, key_end, sl2, lim[0], lim[1], g, t, chunk16_pages};
+    Ctx<D, DVC> x{p, bt_row, k_head, v_head, k_slot_stride, key_begin, key_end, sl2, lim[0], lim[1], g, t, chunk16_pages};
     if constexpr (C::kPipelined) {
       // Two chunks in flight per warp: the next chunk's loads are issued before this chunk's math.
       ChunkRegs<D, DVC> ra, rb;

@@ -78,7 +78,8 @@ __global__ void __launch_bounds__(CfgL::kThreadsL, 1) fp8_attention_latent_kerne
     }
     __syncthreads();
 
-    // this thread's rows in S^T / O^T: nt * 8 + 2t + e (nt = 0..7, e = 0..1); keys < row_lim(row) are visible
+    // this thread's rows in S^T / O^T: nt * 8 + 2t + e (nt = 0..7, e = 0..1); keys < row_lim(row) are
+    // visible, and with a sliding window keys >= row_lim - 1 - window_left (key_visible)
     auto row_lim = [&](int rloc) {
       const int row = row0 + rloc;
       return row < n_rows ? (p.causal ? min(L, L - q_len + row / G + 1) : L) : 0;
@@ -86,7 +87,12 @@ __global__ void __launch_bounds__(CfgL::kThreadsL, 1) fp8_attention_latent_kerne
     int key_end = L;
     if (p.causal) key_end = min(L, L - q_len + (min(row0 + C::kRowsL, n_rows) - 1) / G + 1);
     key_end = max(key_end, 0);
-    const int n_steps_all = (key_end + C::kKeysL - 1) / C::kKeysL;
+    // Sliding window: steps start at the first row's window start on the 16-key grid (so a warp's 16
+    // keys still share a page); keys before key_begin are neither loaded nor visible.
+    const int key_begin = min(window_begin(L - q_len + row0 / G, p.window_left), key_end);
+    const int kbase = key_begin & ~15;
+    const unsigned n_keys = unsigned(key_end - key_begin);   // key in range <=> unsigned(key - key_begin) < n_keys
+    const int n_steps_all = (key_end - kbase + C::kKeysL - 1) / C::kKeysL;
     const int per_split = (n_steps_all + p.num_splits - 1) / p.num_splits;
     const int st_begin = split * per_split;
     const int st_end = min(n_steps_all, st_begin + per_split);
@@ -104,14 +110,14 @@ __global__ void __launch_bounds__(CfgL::kThreadsL, 1) fp8_attention_latent_kerne
     __syncthreads();
 
     for (int st = st_begin; st < st_end; ++st) {
-      const int kb = st * C::kKeysL;
+      const int kb = kbase + st * C::kKeysL;
       // ---- A: S^T for keys kb + 16 warp + {g, g + 8}
       const int key0 = kb + warp * 16 + g;
       int64_t kslot[2];
       bool kvalid[2];
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf) {
-        kvalid[hf] = key0 + hf * 8 < key_end;
+        kvalid[hf] = unsigned(key0 + hf * 8 - key_begin) < n_keys;
         kslot[hf] = slot_of(p, bt_row, min(key0 + hf * 8, key_end - 1));
       }
       uint4 kr[2][C::kKRing];
@@ -162,8 +168,8 @@ __global__ void __launch_bounds__(CfgL::kThreadsL, 1) fp8_attention_latent_kerne
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const int lim = row_lim(nt * 8 + 2 * t + e);
-          s[nt][e] = key0 < lim ? s[nt][e] * sl2 : -INFINITY;
-          s[nt][e + 2] = key0 + 8 < lim ? s[nt][e + 2] * sl2 : -INFINITY;
+          s[nt][e] = key_visible(key0, lim, p.window_left) ? s[nt][e] * sl2 : -INFINITY;
+          s[nt][e + 2] = key_visible(key0 + 8, lim, p.window_left) ? s[nt][e + 2] * sl2 : -INFINITY;
           float v = fmaxf(s[nt][e], s[nt][e + 2]);
           v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 4));
           v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 8));
@@ -214,7 +220,7 @@ __global__ void __launch_bounds__(CfgL::kThreadsL, 1) fp8_attention_latent_kerne
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           const int key = kq + 2 * t + (i & 1) + (i >> 1) * 8;
-          if (key < key_end) {
+          if (unsigned(key - key_begin) < n_keys) {
             const int64_t sl = pages16 ? base + (key - kq) : slot_of(p, bt_row, key);
             vv[i] = __ldg(reinterpret_cast<const uint2*>(v_head + sl * p.v_slot_stride));
           } else {

@@ -102,23 +102,29 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
       lim[rr] = 0;
       if (row < n_rows) lim[rr] = p.causal ? min(L, L - q_len + row / G + 1) : L;
     }
-    // keys this warp needs (warp-uniform) and the CTA's range
+    // keys this warp needs (warp-uniform) and the CTA's range. Sliding window: the warp's first row
+    // (rows are token-major) starts its window earliest, the CTA's first row the CTA's; the CTA loads
+    // only chunks from key_begin (on the 16-key grid) and a warp skips chunks wholly outside its rows'
+    // windows; inside a chunk key_visible masks each element.
     int warp_end = max(lim[0], lim[1]);
     warp_end = max(warp_end, __shfl_xor_sync(0xffffffffu, warp_end, 4));
     warp_end = max(warp_end, __shfl_xor_sync(0xffffffffu, warp_end, 8));
     warp_end = max(warp_end, __shfl_xor_sync(0xffffffffu, warp_end, 16));
+    const int warp_begin = window_begin(L - q_len + (row0 + warp * 16) / G, p.window_left);
     int key_end = L;
     if (p.causal) key_end = min(L, L - q_len + (min(row0 + C::kRowsCta, n_rows) - 1) / G + 1);
     key_end = max(key_end, 0);
-    const int n_chunks = (key_end + C::kKeys - 1) / C::kKeys;
+    const int key_begin = min(window_begin(L - q_len + row0 / G, p.window_left), key_end);
+    const int kbase = key_begin & ~15;
+    const int n_chunks = (key_end - kbase + C::kKeys - 1) / C::kKeys;
 
     // this thread's 16-byte pieces of a tile: key = u / (D/16), column = (u % (D/16)) * 16
     auto load = [&](int c, uint4 (&kr)[C::kLoads], uint4 (&vr)[C::kLoads]) {
 #pragma unroll
       for (int i = 0; i < C::kLoads; ++i) {
         const int u = threadIdx.x + i * kThreads;
-        const int key = c * C::kKeys + u / (D / 16), col = (u % (D / 16)) * 16;
-        if (key < key_end) {
+        const int key = kbase + c * C::kKeys + u / (D / 16), col = (u % (D / 16)) * 16;
+        if (key >= key_begin && key < key_end) {
           const int64_t slot = slot_of(p, bt_row, key);
           kr[i] = ld_stream16(k_head + slot * k_slot_stride + col);
           vr[i] = ld_stream16(v_head + slot * p.v_slot_stride + col);
@@ -152,8 +158,8 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
     __syncthreads();
     for (int c = 0; c < n_chunks; ++c) {
       if (c + 1 < n_chunks) load(c + 1, kr, vr);         // in flight during this chunk's math
-      const int kb = c * C::kKeys;
-      if (kb < warp_end) {
+      const int kb = kbase + c * C::kKeys;
+      if (kb < warp_end && kb + C::kKeys > warp_begin) {
         const __half* ks = tiles + (c & 1) * 2 * C::kTile;
         const __half* vs = ks + C::kTile;
         // ---- S = Q K^T: 8 n-tiles of 8 keys
@@ -177,7 +183,7 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int key = kb + j * 8 + 2 * t + (e & 1);
-            s[j][e] = key < lim[e >> 1] ? s[j][e] * sl2 : -INFINITY;
+            s[j][e] = key_visible(key, lim[e >> 1], p.window_left) ? s[j][e] * sl2 : -INFINITY;
             mx[e >> 1] = fmaxf(mx[e >> 1], s[j][e]);
           }
         float alpha[2], base[2];

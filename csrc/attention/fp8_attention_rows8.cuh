@@ -74,7 +74,7 @@ __device__ __forceinline__ void compute_chunk8(const Ctx<D, DVC>& x, const __hal
 #pragma unroll
   for (int e = 0; e < 4; ++e) {
     const int key = kb + g + (e >> 1) * 8;
-    s[e] = key < lim[e & 1] ? s[e] * x.sl2 : -INFINITY;
+    s[e] = key_visible(key, lim[e & 1], x.p.window_left) ? s[e] * x.sl2 : -INFINITY;
   }
   mx[0] = fmaxf(s[0], s[2]);
   mx[1] = fmaxf(s[1], s[3]);
@@ -176,9 +176,12 @@ __global__ void __launch_bounds__(kThreads, Cfg8<D, DVC>::kMinBlocks) fp8_attent
     int key_end = L;
     if (p.causal) key_end = min(L, L - q_len + (min(row0 + kRows8, n_rows) - 1) / G + 1);
     key_end = max(key_end, 0);
+    // sliding window: from the first row's window start (as in fp8_attention_kernel)
+    const int key_begin = min(window_begin(L - q_len + row0 / G, p.window_left), key_end);
+    const int c_first = key_begin >> 4;
     const int n_chunks = (key_end + 15) >> 4;
-    const int per_split = (n_chunks + p.num_splits - 1) / p.num_splits;
-    const int c_begin = split * per_split;
+    const int per_split = (n_chunks - c_first + p.num_splits - 1) / p.num_splits;
+    const int c_begin = c_first + split * per_split;
     const int c_end = min(n_chunks, c_begin + per_split);
 
     float o[C8::kMTiles][4];
@@ -188,7 +191,7 @@ __global__ void __launch_bounds__(kThreads, Cfg8<D, DVC>::kMinBlocks) fp8_attent
 
     const Ctx<D, DVC> x{p, p.block_table + int64_t(b) * p.max_pages, p.k_cache + int64_t(h) * D,
                         p.v_cache + int64_t(h) * p.v_head_stride + int64_t(chunk) * DVC + g * W,
-                        int64_t(p.Hkv) * D, key_end, sl2, lim[0], lim[1], g, t, (p.page_size & 15) == 0};
+                        int64_t(p.Hkv) * D, key_begin, key_end, sl2, lim[0], lim[1], g, t, (p.page_size & 15) == 0};
     if constexpr (C::kPipelined) {
       ChunkRegs<D, DVC> ra, rb;
       int c = c_begin + warp;

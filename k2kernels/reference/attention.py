@@ -1,4 +1,5 @@
-"""Reference of fp8_kv_attention: paged FP8 K/V, GQA/MQA, bottom-right causal, fp32 softmax."""
+"""Reference of fp8_kv_attention: paged FP8 K/V, GQA/MQA, bottom-right causal, optional sliding window
+(FlashAttention's window_size=(window_left, 0)), fp32 softmax."""
 from __future__ import annotations
 
 import torch
@@ -14,8 +15,18 @@ def head_dim_v_of(q, v_cache, head_dim_v: int) -> int:
     return head_dim_v if head_dim_v > 0 else q.shape[2]
 
 
+def check_window(causal, window_left) -> None:
+    """window_left = -1: no window; w >= 0: query position p sees keys max(0, p - w) .. p (w + 1 keys).
+    The window is defined for causal attention only (its right edge is the causal one)."""
+    if isinstance(window_left, bool) or not isinstance(window_left, int) or window_left < -1:
+        fail(OP, f"window_left must be an int >= -1 (-1 = no sliding window); got {window_left!r}")
+    if window_left >= 0 and not causal:
+        fail(OP, f"window_left = {window_left} needs causal=True (the sliding window is causal: keys "
+                 f"p - window_left .. p); got causal=False")
+
+
 def check_fp8_kv_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k_scale, v_scale,
-                           head_dim_v) -> None:
+                           head_dim_v, causal=True, window_left=-1) -> None:
     check_tensor(OP, "q", q, dtypes=(torch.bfloat16,), dim=3, expected="bfloat16 [Tq, H_q, D_qk]")
     check_tensor(OP, "k_cache", k_cache, dtypes=(torch.float8_e4m3fn,), dim=4,
                  expected="float8_e4m3fn [pages, page_size, H_kv, D_qk]")
@@ -43,6 +54,7 @@ def check_fp8_kv_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlen
     check_scale(OP, "k_scale", k_scale, count=Hkv)
     check_same_device(OP, q=q, k_cache=k_cache, v_cache=v_cache, block_table=block_table, seq_lens=seq_lens,
                       cu_seqlens_q=cu_seqlens_q, k_scale=k_scale, v_scale=v_scale)
+    check_window(causal, window_left)
 
 
 def _per_head(scale: torch.Tensor, H: int) -> torch.Tensor:
@@ -50,16 +62,19 @@ def _per_head(scale: torch.Tensor, H: int) -> torch.Tensor:
 
 
 def fp8_kv_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k_scale, v_scale,
-                     softmax_scale, causal=True, max_q_len=-1, head_dim_v=-1):
+                     softmax_scale, causal=True, max_q_len=-1, head_dim_v=-1, window_left=-1):
     return fp8_kv_attention_lse(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k_scale, v_scale,
-                                softmax_scale, causal, max_q_len, head_dim_v)[0]
+                                softmax_scale, causal, max_q_len, head_dim_v, window_left)[0]
 
 
 def fp8_kv_attention_lse(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k_scale, v_scale,
-                         softmax_scale, causal=True, max_q_len=-1, head_dim_v=-1):
+                         softmax_scale, causal=True, max_q_len=-1, head_dim_v=-1, window_left=-1):
     """-> (out bf16 [Tq, H_q, D_v], lse fp32 [Tq, H_q]): lse = logsumexp over the keys of the scaled
-    scores softmax_scale * q . (k * k_scale), natural log (what engines merge partial attentions with)."""
-    check_fp8_kv_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k_scale, v_scale, head_dim_v)
+    scores softmax_scale * q . (k * k_scale), natural log (what engines merge partial attentions with),
+    over the row's visible keys. Query i of a sequence (position p = seq_len - q_len + i) sees keys
+    j <= p when causal, and with window_left = w >= 0 only max(0, p - w) <= j <= p (w + 1 keys)."""
+    check_fp8_kv_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, k_scale, v_scale, head_dim_v,
+                           causal, window_left)
     Tq, Hq, D = q.shape
     _, page_size, Hkv, _ = k_cache.shape
     Dv = head_dim_v_of(q, v_cache, head_dim_v)
@@ -88,9 +103,12 @@ def fp8_kv_attention_lse(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_
         qb = q[q0:q1].float()                                  # [n_q, Hq, D]
         s = torch.einsum("qhd,khd->hqk", qb, k) * softmax_scale
         if causal:
-            qi = torch.arange(n_q, device=q.device).reshape(-1, 1)
+            pos = L - n_q + torch.arange(n_q, device=q.device).reshape(-1, 1)   # each query's key position
             kj = torch.arange(L, device=q.device).reshape(1, -1)
-            s = s.masked_fill(kj > (L - n_q + qi), float("-inf"))
+            hidden = kj > pos
+            if window_left >= 0:
+                hidden |= kj < pos - window_left
+            s = s.masked_fill(hidden, float("-inf"))
         p = torch.softmax(s, dim=-1)
         out[q0:q1] = torch.einsum("hqk,khd->qhd", p, v)
         lse[q0:q1] = torch.logsumexp(s, dim=-1).transpose(0, 1)
