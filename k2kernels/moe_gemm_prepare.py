@@ -6,8 +6,12 @@ is contiguous, i.e. 64 rows x 256 bytes = 16 KB of codes and 64 rows x 32 bytes 
 One pipeline stage of the kernel is then one sequential 16 KB read (one bulk copy in the decode
 kernel, csrc/moe_gemm/moe_gemm_bulk.cuh) instead of 64 pieces of 256 B spread over 64 rows. Inside a
 tile, the 16-byte chunks of each odd row are swapped pairwise (chunk c at c ^ 1), so that the bulk-copied
-tile is read from shared memory without bank conflicts. Shapes and dtypes stay [E, N, K/2] uint8 and
-[E, N, K/16] float8_e4m3fn; pass scale_layout="tiled" to moe_gemm. Needs N % 64 == 0, K % 512 == 0.
+tile is read from shared memory without bank conflicts. Inside each 32-bit word (8 codes, K elements
+8w .. 8w + 7), the codes are stored in the order K 0, 2, 4, 6, 1, 3, 5, 7 (`NIBBLE_ORDER`): the kernels'
+dequantization pairs stored nibbles i and i + 4 into one bf16x2 register, which then holds the K pair
+(2i, 2i + 1) that the activations already have side by side (no byte permutes in the inner loop).
+Shapes and dtypes stay [E, N, K/2] uint8 and [E, N, K/16] float8_e4m3fn; pass scale_layout="tiled" to
+moe_gemm. Needs N % 64 == 0, K % 512 == 0.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from . import nvfp4
 
 TILE_N = 64          # weight rows per tile (rows per CTA of the kernel)
 TILE_K = 512         # K elements per tile (one pipeline step)
+NIBBLE_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)   # stored nibble i of a word (from the low bits) = K element NIBBLE_ORDER[i]
 
 
 def _check(E, N, K, op="prepare_moe_gemm_weights"):
@@ -32,18 +37,39 @@ def _swap_odd_row_chunks(t: torch.Tensor) -> torch.Tensor:
     return torch.stack([s[..., 0, :, :, :], s[..., 1, :, :, :].flip(-2)], dim=-4).reshape(t.shape)
 
 
+def _nibbles(w: torch.Tensor) -> torch.Tensor:
+    """[..., K/2] uint8 -> [..., K/8, 8] codes, nibble j of each 4-byte word (low nibble of byte 0 first)."""
+    b = w.reshape(*w.shape[:-1], -1, 4)
+    return torch.stack([b & 0xF, b >> 4], dim=-1).reshape(*b.shape[:-1], 8)
+
+
+def _pack(n: torch.Tensor, shape) -> torch.Tensor:
+    n = n.reshape(*n.shape[:-1], 4, 2)
+    return (n[..., 0] | (n[..., 1] << 4)).reshape(shape)
+
+
+def _pair_nibbles(w: torch.Tensor) -> torch.Tensor:
+    """Row-major codes -> each word's codes in NIBBLE_ORDER (stored nibble i = K element NIBBLE_ORDER[i])."""
+    return _pack(_nibbles(w)[..., list(NIBBLE_ORDER)], w.shape)
+
+
+def _unpair_nibbles(w: torch.Tensor) -> torch.Tensor:
+    inverse = [NIBBLE_ORDER.index(k) for k in range(8)]
+    return _pack(_nibbles(w)[..., inverse], w.shape)
+
+
 def tile_codes(w: torch.Tensor) -> torch.Tensor:
     """[E, N, K/2] uint8 (row-major) -> the same shape in tiled order."""
     E, N, K2 = w.shape
     _check(E, N, 2 * K2)
     t = w.reshape(E, N // TILE_N, TILE_N, K2 // (TILE_K // 2), TILE_K // 2)
-    return _swap_odd_row_chunks(t.permute(0, 1, 3, 2, 4)).contiguous().reshape(E, N, K2)
+    return _pair_nibbles(_swap_odd_row_chunks(t.permute(0, 1, 3, 2, 4)).contiguous().reshape(E, N, K2))
 
 
 def untile_codes(w: torch.Tensor) -> torch.Tensor:
     E, N, K2 = w.shape
     _check(E, N, 2 * K2, "untile")
-    t = _swap_odd_row_chunks(w.reshape(E, N // TILE_N, K2 // (TILE_K // 2), TILE_N, TILE_K // 2))
+    t = _swap_odd_row_chunks(_unpair_nibbles(w).reshape(E, N // TILE_N, K2 // (TILE_K // 2), TILE_N, TILE_K // 2))
     return t.permute(0, 1, 3, 2, 4).contiguous().reshape(E, N, K2)
 
 

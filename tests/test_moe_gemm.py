@@ -129,13 +129,18 @@ def test_tiled_layout_round_trip_and_reference_cpu():
     wt, st = prepare_moe_gemm_weights(w, s)
     assert not torch.equal(wt, w)
     assert torch.equal(untile_codes(wt), w) and torch.equal(untile_scales(st).view(torch.uint8), s.view(torch.uint8))
-    # byte (e, n, kbyte) of the codes sits where csrc/moe_gemm/moe_gemm_common.cuh:weight_index says: tile
-    # (e, n / 64, kbyte / 256), row n % 64, 16-byte chunk (kbyte % 256) / 16 swapped pairwise in odd rows
+    # code (e, n, k) sits where csrc/moe_gemm/moe_gemm_common.cuh:weight_index / code_at say: tile
+    # (e, n / 64, k / 512), row n % 64, 16-byte chunk (k / 2 % 256) / 16 swapped pairwise in odd rows, and
+    # inside its 32-bit word at nibble position (k % 8) / 2 + 4 * (k % 2) (stored order K 0 2 4 6 1 3 5 7)
     flat = wt.reshape(-1)
-    for e, n, kb in [(0, 0, 0), (1, 1, 0), (1, 1, 17), (0, 63, 255), (1, 64, 256), (1, 127, 511), (0, 5, 300)]:
-        tile = (e * (N // 64) + n // 64) * (K // 512) + kb // 256
-        b = kb % 256
-        assert flat[tile * 64 * 256 + (n % 64) * 256 + (((b >> 4) ^ (n & 1)) << 4) + (b & 15)] == w[e, n, kb]
+    for e, n, k in [(0, 0, 0), (0, 0, 1), (0, 0, 6), (1, 1, 0), (1, 1, 35), (0, 63, 511), (1, 64, 512), (1, 127, 1023),
+                    (0, 5, 601)]:
+        tile = (e * (N // 64) + n // 64) * (K // 512) + k // 512
+        b = (k // 2) % 256
+        word = tile * 64 * 256 + (n % 64) * 256 + (((b >> 4) ^ (n & 1)) << 4) + (b & 12)
+        pos = (k % 8) // 2 + 4 * (k % 2)
+        code = (int(flat[word + pos // 2]) >> (4 * (pos % 2))) & 0xF
+        assert code == (int(w[e, n, k // 2]) >> (4 * (k % 2))) & 0xF, (e, n, k)
     ws, ss = prepare_moe_gemm_weights(w, nvfp4.swizzle_scales(s), "swizzled")
     assert torch.equal(ws, wt) and torch.equal(ss.view(torch.uint8), st.view(torch.uint8))
     offsets = offsets_from_counts((3, 2), "cpu")

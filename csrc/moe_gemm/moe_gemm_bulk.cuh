@@ -187,10 +187,9 @@ __global__ void __launch_bounds__(kBulkThreads, 1) moe_gemm_bulk_kernel(const Mo
         dequant_word((&wa.x)[j], scA[wd >> 1], ra);
         dequant_word((&wb.x)[j], scB[wd >> 1], rb);
         const uint4 x = *reinterpret_cast<const uint4*>(act + (i >> 1) * 4 * Cfg::kPieceStride + (i & 1) * 64 + j * 16);
-        const uint32_t b0 = __byte_perm(x.x, x.z, 0x5410), b1 = __byte_perm(x.x, x.z, 0x7632);
-        const uint32_t b2 = __byte_perm(x.y, x.w, 0x5410), b3 = __byte_perm(x.y, x.w, 0x7632);
-        mma_bf16_16816(acc[wd & 1], ra[0], rb[0], ra[1], rb[1], b0, b1);
-        mma_bf16_16816(acc[wd & 1], ra[2], rb[2], ra[3], rb[3], b2, b3);
+        const uint4 b = activation_pairs<true>(x);           // tiled codes: K pairs as loaded
+        mma_bf16_16816(acc[wd & 1], ra[0], rb[0], ra[1], rb[1], b.x, b.y);
+        mma_bf16_16816(acc[wd & 1], ra[2], rb[2], ra[3], rb[3], b.z, b.w);
       }
     }
     __syncwarp();

@@ -21,11 +21,8 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_generic_kernel(const MoeGem
     for (int kb = 0; kb < p.K / 16; ++kb) {
       const float s = e4m3_to_float(p.w_scale[moe::scale_index<kLayout>(p, e, n, kb)]);
       float part = 0.f;
-      for (int i = 0; i < 16; i += 2) {
-        const uint8_t byte = p.w[moe::weight_index<kLayout>(p, e, n, (kb * 16 + i) / 2)];
-        part += e2m1_value(byte & 0xF) * __bfloat162float(arow[kb * 16 + i]);
-        part += e2m1_value(byte >> 4) * __bfloat162float(arow[kb * 16 + i + 1]);
-      }
+      for (int i = 0; i < 16; ++i)
+        part += e2m1_value(moe::code_at<kLayout>(p, e, n, kb * 16 + i)) * __bfloat162float(arow[kb * 16 + i]);
       acc += part * s;
     }
     acc *= moe::expert_alpha(p, e);

@@ -4,8 +4,10 @@
 // codes become bf16 subnormals, which mul/fma.bf16x2 keep). Multiplying by the e4m3 block scale
 // pre-scaled by 2^119 (exact in bf16, max 448 * 2^119 < bf16 max) gives e2m1 * scale * 2^-7, exact in
 // bf16 (<= 6 significant bits). The 2^7 and the per-expert alpha are applied in the fp32 epilogue.
-// Inside one 32-bit word (8 nibbles n0..n7 = 8 consecutive K elements) the MMA register pairs are
-// (n_i, n_{i+4}): that pairing needs only shifts and masks; activations are paired the same way (prmt).
+// Inside one 32-bit word (8 nibbles n0..n7 from the low bits) the MMA register pairs are (n_i, n_{i+4}):
+// that pairing needs only shifts and masks. Row-major codes (n_j = K element j) then need the
+// activations paired the same way (prmt); the tiled layout stores K 0 2 4 6 1 3 5 7, so the registers
+// hold the K pairs (2i, 2i+1) the activations already have (activation_pairs).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>
@@ -57,6 +59,20 @@ __device__ __forceinline__ void dequant_word(uint32_t w, uint32_t scale2, uint32
   r[1] = bf16x2_mul(((w & 0x00F000F0u) * 0x104u) & kKeep, scale2);
   r[2] = bf16x2_mul(((hi & 0x000F000Fu) * 0x1040u) & kKeep, scale2);
   r[3] = bf16x2_mul(((hi & 0x00F000F0u) * 0x104u) & kKeep, scale2);
+}
+
+// The MMA B registers for one weight word's 8 K elements (x = 8 bf16 activations in K order), paired the
+// way dequant_word pairs the word's codes: (k_i, k_{i+4}) for row-major codes (linear / swizzled
+// layouts: 4 byte permutes), (k_2i, k_{2i+1}) for the tiled layout, whose words store their codes in
+// the order K 0 2 4 6 1 3 5 7 (k2kernels/moe_gemm_prepare.py): the activations as loaded.
+template <bool kPairedCodes>
+__device__ __forceinline__ uint4 activation_pairs(uint4 x) {
+  if constexpr (kPairedCodes) {
+    return x;
+  } else {
+    return make_uint4(__byte_perm(x.x, x.z, 0x5410), __byte_perm(x.x, x.z, 0x7632), __byte_perm(x.y, x.w, 0x5410),
+                      __byte_perm(x.y, x.w, 0x7632));
+  }
 }
 
 __device__ __forceinline__ void mma_bf16_16816(float c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,

@@ -178,10 +178,9 @@ moe_gemm_pipe_kernel(const MoeGemmParams p) {
 #pragma unroll
         for (int t = 0; t < kNT; ++t) {
           const uint4 x = act[(t * Cfg::kWpt + wd) * 32];
-          const uint32_t b0 = __byte_perm(x.x, x.z, 0x5410), b1 = __byte_perm(x.x, x.z, 0x7632);
-          const uint32_t b2 = __byte_perm(x.y, x.w, 0x5410), b3 = __byte_perm(x.y, x.w, 0x7632);
-          mma_bf16_16816(acc[t], ra[0], rb[0], ra[1], rb[1], b0, b1);
-          mma_bf16_16816(acc[t], ra[2], rb[2], ra[3], rb[3], b2, b3);
+          const uint4 b = activation_pairs<kLayout == kTiled>(x);
+          mma_bf16_16816(acc[t], ra[0], rb[0], ra[1], rb[1], b.x, b.y);
+          mma_bf16_16816(acc[t], ra[2], rb[2], ra[3], rb[3], b.z, b.w);
         }
       }
     }

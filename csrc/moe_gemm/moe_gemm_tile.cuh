@@ -63,8 +63,16 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&d)[4], const void* smem) 
                : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3]) : "r"(s));
 }
 
-// 8 e2m1 codes (K order) -> 4 bf16x2 registers in K order, times the block scale (bf16x2, * 2^119).
+// 8 e2m1 codes -> 4 bf16x2 registers in K order, times the block scale (bf16x2, * 2^119). Codes in K
+// order (linear / swizzled layouts) are regrouped by prmt; the tiled layout stores them in the order
+// K 0 2 4 6 1 3 5 7, which dequant_word's (nibble i, nibble i + 4) pairing already puts in K order.
+template <bool kPairedCodes>
 __device__ __forceinline__ uint4 dequant_word_natural(uint32_t w, uint32_t scale2) {
+  if constexpr (kPairedCodes) {
+    uint32_t r[4];
+    dequant_word(w, scale2, r);
+    return make_uint4(r[0], r[1], r[2], r[3]);
+  }
   const uint32_t u = w & 0x0F0F0F0Fu, v = (w >> 4) & 0x0F0F0F0Fu;
   uint32_t r[4];
 #pragma unroll
@@ -173,7 +181,7 @@ __global__ void __launch_bounds__(kTileThreads) moe_gemm_tile_kernel(const MoeGe
     const uint32_t words[4] = {codes.x, codes.y, codes.z, codes.w};
 #pragma unroll
     for (int i = 0; i < 4; ++i)
-      *reinterpret_cast<uint4*>(dst + tile_chunk(r, h * 4 + i)) = dequant_word_natural(words[i], scale2[i >> 1]);
+      *reinterpret_cast<uint4*>(dst + tile_chunk(r, h * 4 + i)) = dequant_word_natural<kLayout == kTiled>(words[i], scale2[i >> 1]);
   };
 
   const int wm = warp >> 2, wn = warp & 3;
