@@ -37,25 +37,31 @@ def _swap_odd_row_chunks(t: torch.Tensor) -> torch.Tensor:
     return torch.stack([s[..., 0, :, :, :], s[..., 1, :, :, :].flip(-2)], dim=-4).reshape(t.shape)
 
 
-def _nibbles(w: torch.Tensor) -> torch.Tensor:
-    """[..., K/2] uint8 -> [..., K/8, 8] codes, nibble j of each 4-byte word (low nibble of byte 0 first)."""
-    b = w.reshape(*w.shape[:-1], -1, 4)
-    return torch.stack([b & 0xF, b >> 4], dim=-1).reshape(*b.shape[:-1], 8)
+# NIBBLE_ORDER as two delta swaps on 32-bit words (nibbles 1 <-> 2 and 5 <-> 6, then the byte pairs
+# 1 <-> 2): (shift, mask of the lower positions). In place, one word-sized temporary per expert, so
+# preparing Kimi-size weights on a GPU needs no full-size copies beyond the tiled output.
+_PAIR_STEPS = ((4, 0x00F000F0), (8, 0x0000FF00))
 
 
-def _pack(n: torch.Tensor, shape) -> torch.Tensor:
-    n = n.reshape(*n.shape[:-1], 4, 2)
-    return (n[..., 0] | (n[..., 1] << 4)).reshape(shape)
+def _delta_swaps_(w: torch.Tensor, steps) -> torch.Tensor:
+    for x in w.view(torch.int32).reshape(w.shape[0], -1):      # per expert
+        for d, m in steps:
+            t = x >> d
+            t ^= x
+            t &= m
+            x ^= t
+            t <<= d
+            x ^= t
+    return w
 
 
-def _pair_nibbles(w: torch.Tensor) -> torch.Tensor:
-    """Row-major codes -> each word's codes in NIBBLE_ORDER (stored nibble i = K element NIBBLE_ORDER[i])."""
-    return _pack(_nibbles(w)[..., list(NIBBLE_ORDER)], w.shape)
+def _pair_nibbles_(w: torch.Tensor) -> torch.Tensor:
+    """In place, contiguous [E, ..., K/2] uint8: each 32-bit word's codes from K order to NIBBLE_ORDER."""
+    return _delta_swaps_(w, _PAIR_STEPS)
 
 
-def _unpair_nibbles(w: torch.Tensor) -> torch.Tensor:
-    inverse = [NIBBLE_ORDER.index(k) for k in range(8)]
-    return _pack(_nibbles(w)[..., inverse], w.shape)
+def _unpair_nibbles_(w: torch.Tensor) -> torch.Tensor:
+    return _delta_swaps_(w, _PAIR_STEPS[::-1])
 
 
 def tile_codes(w: torch.Tensor) -> torch.Tensor:
@@ -63,14 +69,14 @@ def tile_codes(w: torch.Tensor) -> torch.Tensor:
     E, N, K2 = w.shape
     _check(E, N, 2 * K2)
     t = w.reshape(E, N // TILE_N, TILE_N, K2 // (TILE_K // 2), TILE_K // 2)
-    return _pair_nibbles(_swap_odd_row_chunks(t.permute(0, 1, 3, 2, 4)).contiguous().reshape(E, N, K2))
+    return _pair_nibbles_(_swap_odd_row_chunks(t.permute(0, 1, 3, 2, 4)).contiguous().reshape(E, N, K2))
 
 
 def untile_codes(w: torch.Tensor) -> torch.Tensor:
     E, N, K2 = w.shape
     _check(E, N, 2 * K2, "untile")
-    t = _swap_odd_row_chunks(_unpair_nibbles(w).reshape(E, N // TILE_N, K2 // (TILE_K // 2), TILE_N, TILE_K // 2))
-    return t.permute(0, 1, 3, 2, 4).contiguous().reshape(E, N, K2)
+    t = _swap_odd_row_chunks(w.reshape(E, N // TILE_N, K2 // (TILE_K // 2), TILE_N, TILE_K // 2))
+    return _unpair_nibbles_(t.permute(0, 1, 3, 2, 4).contiguous().reshape(E, N, K2))   # t is a new tensor (stack)
 
 
 def tile_scales(s: torch.Tensor) -> torch.Tensor:
