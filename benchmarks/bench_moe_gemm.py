@@ -63,6 +63,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="T in {1, 16, 64, 4096} only")
     ap.add_argument("--shapes", default="gate_up,down")
+    ap.add_argument("--tokens", default=None, help="comma-separated T values (overrides --quick)")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "bench_moe_gemm.json"))
@@ -70,6 +71,8 @@ def main():
     dev = "cuda"
     torch.manual_seed(0)
     Ts = [1, 16, 64, 4096] if args.quick else [1, 4, 16, 64, 256, 1024, 4096, 16384]
+    if args.tokens:
+        Ts = [int(t) for t in args.tokens.split(",")]
     flush = torch.ones(64 * 1024 * 1024, dtype=torch.float32, device=dev)
     print(f"# {torch.cuda.get_device_name()}  torch {torch.__version__}  E={E} top-{TOPK}")
     print(f"{'shape':8} {'T':>6} {'M':>7} {'act':>4} {'us':>9} {'TB/s':>6} {'%copy':>6} {'TFLOP/s':>8} "
