@@ -38,12 +38,13 @@ def _swap_odd_row_chunks(t: torch.Tensor) -> torch.Tensor:
 
 
 # NIBBLE_ORDER as two delta swaps on 32-bit words (nibbles 1 <-> 2 and 5 <-> 6, then the byte pairs
-# 1 <-> 2): (shift, mask of the lower positions). In place, one word-sized temporary per expert, so
-# preparing Kimi-size weights on a GPU needs no full-size copies beyond the tiled output.
+# 1 <-> 2): (shift, mask of the lower positions). In place, with one temporary the size of ONE expert's
+# codes, so preparing Kimi-size weights on a GPU needs no full-size copies beyond the tiled output.
 _PAIR_STEPS = ((4, 0x00F000F0), (8, 0x0000FF00))
 
 
 def _delta_swaps_(w: torch.Tensor, steps) -> torch.Tensor:
+    assert w.is_contiguous(), "in place: a reshape of a non-contiguous tensor would copy and lose the swaps"
     for x in w.view(torch.int32).reshape(w.shape[0], -1):      # per expert
         for d, m in steps:
             t = x >> d

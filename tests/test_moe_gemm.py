@@ -393,6 +393,21 @@ def test_generic_kernel_many_rows():
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["linear", "tiled"])
+def test_generic_kernel_unaligned_activations(layout):
+    """Activations 2 bytes off a 16-byte boundary take the generic kernel on every layout; on the tiled
+    layout it reads the pair-order words through code_at (moe_gemm_common.cuh)."""
+    E, N, K, counts = 3, 64, 512, (2, 0, 3)
+    w, s, alpha = make_weights(E, N, K, "bytes", "cuda", layout)
+    offsets = offsets_from_counts(counts, "cuda")
+    buf = torch.randn(sum(counts) * K + 1, device="cuda").to(torch.bfloat16)
+    a = buf[1:].view(sum(counts), K)                       # contiguous, data_ptr % 16 == 2
+    assert a.data_ptr() % 16 != 0
+    out = run_op(a, w, s, alpha, offsets, scale_layout=layout)
+    assert_close(out, cheap_reference(a, w, s, alpha, offsets, layout))
+
+
+@pytest.mark.gpu
 def test_empty_inputs():
     E, N, K = 3, 64, 128
     w, s, alpha = make_weights(E, N, K, "bytes", "cuda")

@@ -323,7 +323,8 @@ def test_each_kernel_ties(kernel, scoring, monkeypatch):
 def test_block_kernel_crowded_warp(boosted, scoring, monkeypatch):
     """The block kernel's candidate table holds 16 per warp and warp 0 ranks two slots per lane when a
     warp has more than 8: boost `boosted` experts owned by warp 0 (experts e with e % 128 < 32) so that
-    warp 0 alone has ~12 (second slot), ~20 or ~96 candidates (more than 16: the block-argmax path)."""
+    warp 0 alone has 12-20 candidates (most tokens: the second slot; the rest more than 16: the
+    block-argmax path), 20-27 or 96 (block argmax)."""
     monkeypatch.setenv("K2K_ROUTER_KERNEL", "block")
     E, T = 384, 40
     logits, _ = make_inputs(T, E, False, device="cuda", seed=boosted)   # no bias: the scores alone decide

@@ -221,7 +221,8 @@ std::tuple<at::Tensor, at::Tensor> fp8_kv_attention_impl(
   // Keys one row tile can see: the cache bound, or with a window its w + 1 keys per token plus one per
   // further token of the tile (at most min(q_len, rows per tile) tokens), so splits follow the window.
   int64_t key_bound = int64_t(p.max_pages) * page_size;
-  if (window_left >= 0) key_bound = std::min(key_bound, window_left + std::min<int64_t>(q_est, rows_per_tile));
+  // (p.window_left: clamped to INT_MAX above, so the sum cannot overflow for any window_left the check admits)
+  if (window_left >= 0) key_bound = std::min(key_bound, int64_t(p.window_left) + std::min<int64_t>(q_est, rows_per_tile));
   p.num_splits = p.prefill ? 1 : choose_splits(B * Hkv * p.row_tiles * p.dv_chunks, key_bound, capacity);
   at::Tensor part_o, part_lse;
   if (p.num_splits > 1) {

@@ -14,9 +14,11 @@
 // slab s + kStages - 1 while the warps dequantize slab s + 1 into one bf16 buffer and multiply slab s
 // from the other; the dequantize (integer pipe) and the MMAs (tensor pipe) of different warps overlap.
 //
-// Dequantization in natural K order (the activations arrive by cp.async, unpermuted): for a word of 8
-// codes, u / v = the low / high nibbles of its 4 bytes; prmt puts code 2j at bits 0..3 and code 2j+1
-// at bits 16..19 (the other bytes zero); x * 0x1040 = (x << 6) + (x << 12) without carries, and
+// Dequantization in natural K order (the activations arrive by cp.async, unpermuted). Tiled layout: its
+// words store the codes in the order K 0 2 4 6 1 3 5 7, so dequant_word's registers (nibble i, i + 4)
+// are already K pairs. Linear / swizzled layouts (codes in K order): for a word of 8 codes, u / v = the
+// low / high nibbles of its 4 bytes; prmt puts code 2j at bits 0..3 and code 2j+1 at bits 16..19 (the
+// other bytes zero); x * 0x1040 = (x << 6) + (x << 12) without carries, and
 // & 0x81C081C0 keeps sign (bit 15) and e2m1 magnitude bits (8..6) of both halves: e2m1 * 2^-126 in
 // bf16 (see moe_gemm_mma.cuh), times the block scale * 2^119; the epilogue applies 2^7 and alpha.
 //

@@ -153,7 +153,7 @@ topk_router_block_kernel(const T* __restrict__ logits, const float* __restrict__
     if (sel0) sel_s[r0] = s0 = cand_s[lane >> 2][lane & 3];
     if (sel1) sel_s[r1] = s1 = cand_s[8 + (lane >> 2)][lane & 3];
     __syncwarp();
-    float sum = 0.f;                               // rank order, like the reference's sorted sum
+    float sum = 0.f;                               // in rank order (the reference sums the sorted scores)
 #pragma unroll
     for (int r = 0; r < kMaxTopK; ++r)
       if (r < top_k) sum += sel_s[r];
