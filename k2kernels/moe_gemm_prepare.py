@@ -1,4 +1,6 @@
 """One-time weight preparation for the moe_gemm CUDA kernel (run at model load, never per call).
+The tiled layout belongs to this version of the package (it changed in two sessions of 2026-11-29):
+prepare from the checkpoint's linear weights at load instead of saving prepared tensors.
 
 `prepare_moe_gemm_weights` permutes NVFP4 expert weights [E, N, K/2] and their e4m3 block scales into
 the "tiled" layout the streaming kernels read fastest: every (expert, 64-row tile, 512-K step) block
