@@ -34,6 +34,23 @@
 #define K2K_BULK_COPY 1
 #endif
 
+// benchmarks/probe_bulk.cu compiles this header with K2K_BULK_TRACE: each CTA then stamps clock64() at
+// its phases into k2k_bulk_trace (slot 0 entry, 1 work list ready, 2 first copies issued, 3 first stage
+// landed, 4 done; 5 the SM's id; 6 / 7 = globaltimer at entry / done; 8 barriers initialised, 9 experts
+// marked, 10 rows without expert zeroed). Without the macro the stamps compile to nothing.
+#ifdef K2K_BULK_TRACE
+__device__ long long k2k_bulk_trace[4096][16];
+#define K2K_BULK_STAMP(slot) (k2k_bulk_trace[blockIdx.x][slot] = clock64())
+#define K2K_BULK_STAMP_GLOBAL(slot) \
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(k2k_bulk_trace[blockIdx.x][slot]))
+#define K2K_BULK_STAMP_SM(slot) \
+  asm volatile("{ .reg .u32 t; mov.u32 t, %%smid; cvt.u64.u32 %0, t; }" : "=l"(k2k_bulk_trace[blockIdx.x][slot]))
+#else
+#define K2K_BULK_STAMP(slot) ((void)0)
+#define K2K_BULK_STAMP_GLOBAL(slot) ((void)0)
+#define K2K_BULK_STAMP_SM(slot) ((void)0)
+#endif
+
 #include "moe_gemm/moe_gemm.h"
 #include "moe_gemm/moe_gemm_common.cuh"
 #include "moe_gemm/moe_gemm_mma.cuh"
@@ -88,20 +105,27 @@ __global__ void __launch_bounds__(kBulkThreads, 1) moe_gemm_bulk_kernel(const Mo
   __shared__ __align__(8) uint64_t full[kStages], empty[kStages];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   if (tid == 0) {
+    K2K_BULK_STAMP_GLOBAL(6);
+    K2K_BULK_STAMP_SM(5);
+    K2K_BULK_STAMP(0);
     for (int s = 0; s < kStages; ++s) {
       cuda::ptx::mbarrier_init(&full[s], 1);                  // the producer's arrive + the copies' bytes
       cuda::ptx::mbarrier_init(&empty[s], kBulkMathWarps);    // one arrive per math warp
     }
     cuda::ptx::fence_mbarrier_init(cuda::ptx::sem_release, cuda::ptx::scope_cluster);
+    K2K_BULK_STAMP(8);
   }
   const int active = mark_active_experts<kBulkThreads>(p, nz_words);   // its __syncthreads publishes the init
+  if (tid == 0) K2K_BULK_STAMP(9);
   zero_rows_without_expert(p);
+  if (tid == 0) K2K_BULK_STAMP(10);
   const int ntiles = (p.N + Cfg::kRows - 1) / Cfg::kRows;
   const WorkList list{&p, nz_words, (p.E + 31) / 32, active * ntiles, ntiles, p.K / kBulkStepK, Cfg::kTokens,
                       static_cast<int>(gridDim.x)};
   WorkPos pos;
   list.set_unit(pos, blockIdx.x);
   if (pos.unit >= list.units) return;
+  if (tid == 0) K2K_BULK_STAMP(1);
 
   if (warp == kBulkMathWarps) {
     // ---- producer warp: lane 0 copies the step's code and scale tiles, lane l the activation pieces
@@ -140,6 +164,7 @@ __global__ void __launch_bounds__(kBulkThreads, 1) moe_gemm_bulk_kernel(const Mo
           bulk_copy(st + Cfg::kWeightBytes + Cfg::kScaleBytes + tok * Cfg::kTokenStride + m * Cfg::kPieceStride,
                     arow[j] + k0, Cfg::kPiece, &full[s]);
       }
+      if (i == 0 && lane == 0) K2K_BULK_STAMP(2);
       list.advance(pos);
       if (++s == kStages) {
         s = 0;
@@ -160,8 +185,11 @@ __global__ void __launch_bounds__(kBulkThreads, 1) moe_gemm_bulk_kernel(const Mo
   zero_acc();
   int s = 0;
   uint32_t phase = 0;
+  bool first = true;
   while (pos.unit < list.units) {
     wait_phase(&full[s], phase);
+    if (first && tid == 0) K2K_BULK_STAMP(3);
+    first = false;
     const uint8_t* st = bulk_smem + s * Cfg::kStageBytes;
     // Scales of the thread's K ranges [64q, +64) and [256 + 64q, +64): blocks 4q..4q+3 and 16+4q..16+4q+3.
     const uint8_t* ss = st + Cfg::kWeightBytes;
@@ -213,6 +241,10 @@ __global__ void __launch_bounds__(kBulkThreads, 1) moe_gemm_bulk_kernel(const Mo
       s = 0;
       phase ^= 1;
     }
+  }
+  if (tid == 0) {
+    K2K_BULK_STAMP(4);
+    K2K_BULK_STAMP_GLOBAL(7);
   }
 #endif
 }
