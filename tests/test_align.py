@@ -9,8 +9,10 @@ from k2kernels.reference.align import moe_align as ref_align
 gpu = pytest.mark.gpu
 op = torch.ops.k2kernels.moe_align
 
-# (T, k): decode sizes (single-CTA path: T*k <= 4096), the boundary, and prefill (multi-CTA path).
-SIZES = ((0, 8), (1, 8), (7, 6), (64, 8), (512, 8), (513, 8), (4097, 8), (16384, 8), (3, 1), (1000, 16))
+# (T, k): decode sizes (one-warp path: T*k <= 32, its boundary 32 / 33; single-CTA path: T*k <= 4096),
+# that boundary, and prefill (multi-CTA path).
+SIZES = ((0, 8), (1, 8), (4, 8), (3, 11), (7, 6), (64, 8), (512, 8), (513, 8), (4097, 8), (16384, 8), (3, 1),
+         (2, 16), (1000, 16))
 EXPERTS = (8, 384, 1024, 8192)
 BLOCKS = (1, 16, 128)
 
@@ -171,7 +173,7 @@ def test_kernel_equals_reference(T, k, E, bs, mapped):
 
 
 @gpu
-@pytest.mark.parametrize("T", [7, 600, 4097])
+@pytest.mark.parametrize("T", [4, 7, 600, 4097])
 def test_kernel_int64_ids_out_of_range_and_skewed(T):
     E = 384
     ids = make_ids(T, 8, E, dtype=torch.int64, device="cuda")
