@@ -9,9 +9,10 @@
 // moe_gemm_bulk.cuh runs after a 256 MB read that evicts L2 (PROBE_NO_FLUSH=1: no read), and every CTA
 // stamps its phases (moe_gemm_bulk.cuh, K2K_BULK_TRACE): entry, barriers initialised, experts marked,
 // rows without expert zeroed, work list ready, first copies issued, first stage landed, done. Printed:
-// CUDA-event time; the span from the first CTA's entry to the last CTA's end (globaltimer); per phase
-// the median (and for the later ones / the max) over CTAs of the time since the CTA's own entry; at
-// n = 8 every SM's CTAs' end times. Results: benchmarks/RESULTS.md, "Fifth session".
+// CUDA-event time (median of 10 launches); from the last launch's stamps: the span from the first
+// CTA's entry to the last CTA's end (globaltimer); per phase the median (and for the later ones / the
+// max) over CTAs of the time since the CTA's own entry; at n = 8 every SM's CTAs' end times.
+// Results: benchmarks/RESULTS.md, "Fifth session".
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -74,6 +75,7 @@ void run(const Shape& sh, int n, const uint8_t* w, const uint8_t* ws, const floa
       std::printf("config t%d s%d does not fit\n", kTokens, kStages);
       return;
     }
+    CHECK(cudaGetLastError());
     CHECK(cudaEventRecord(e1));
     CHECK(cudaEventSynchronize(e1));
     float t = 0.f;
@@ -90,14 +92,16 @@ void run(const Shape& sh, int n, const uint8_t* w, const uint8_t* ws, const floa
                                                       k2k::moe::kBulkThreads, k2k::moe::BulkCfg<kTokens, kStages>::kSmemBytes));
   const int grid = std::min(units, sms * occ);
   long long g0 = trace[0][6], g1 = trace[0][7];
-  double ghz = 0;
+  double cycles = 0, ns = 0;
   std::vector<double> ph[11];
   std::vector<double> entry;
   for (int b = 0; b < grid; ++b) {
     g0 = std::min(g0, trace[b][6]);
     g1 = std::max(g1, trace[b][7]);
-    ghz += double(trace[b][4] - trace[b][0]) / double(trace[b][7] - trace[b][6]) / grid;
+    cycles += double(trace[b][4] - trace[b][0]);
+    ns += double(trace[b][7] - trace[b][6]);
   }
+  const double ghz = cycles / ns;                 // all CTAs' cycles over their nanoseconds
   for (int b = 0; b < grid; ++b) {
     entry.push_back((trace[b][6] - g0) * 1e-3);
     for (int s : {1, 2, 3, 4, 8, 9, 10}) ph[s].push_back((trace[b][s] - trace[b][0]) / ghz * 1e-3);

@@ -195,7 +195,7 @@ def test_kernel_int64_ids_out_of_range_and_skewed(T):
 
 
 @gpu
-@pytest.mark.parametrize("T", [64, 16384])
+@pytest.mark.parametrize("T", [4, 64, 16384])       # one-warp, single-CTA and multi-CTA paths
 def test_kernel_deterministic_and_graph_replay(T):
     ids = make_ids(T, 8, 384, device="cuda")
     a = op(ids, 384, 128, None)

@@ -372,7 +372,8 @@ def test_cuda_w4a4_matches_reference():
 @gpu
 def test_cuda_small_stages_exact():
     """Stage kernels vs references on the same GPU inputs (compute-sanitizer runs this: -k small)."""
-    for T, H, k in ((3, 64, 2), (5, 7168, 8), (4, 20, 3)):             # vector paths; H % 8 != 0: scalar path
+    # vector paths (k = 10 / 16: the combine's second slot batch, partial and full); H % 8 != 0: scalar path
+    for T, H, k in ((3, 64, 2), (5, 7168, 8), (3, 64, 10), (2, 64, 16), (4, 20, 3)):
         x, pairs, _ = moe_gather_args("cuda", T=T, H=H, k=k)
         pairs[0] = -1
         _poison_allocator("cuda")

@@ -36,8 +36,8 @@
 
 // benchmarks/probe_bulk.cu compiles this header with K2K_BULK_TRACE: each CTA then stamps clock64() at
 // its phases into k2k_bulk_trace (slot 0 entry, 1 work list ready, 2 first copies issued, 3 first stage
-// landed, 4 done; 5 the SM's id; 6 / 7 = globaltimer at entry / done; 8 barriers initialised, 9 experts
-// marked, 10 rows without expert zeroed). Without the macro the stamps compile to nothing.
+// landed, 4 done = the last math warp's end; 5 the SM's id; 6 / 7 = globaltimer at entry / done;
+// 8 barriers initialised, 9 experts marked, 10 rows without expert zeroed). Without the macro the stamps compile to nothing.
 #ifdef K2K_BULK_TRACE
 __device__ long long k2k_bulk_trace[4096][16];
 #define K2K_BULK_STAMP(slot) (k2k_bulk_trace[blockIdx.x][slot] = clock64())
@@ -45,10 +45,18 @@ __device__ long long k2k_bulk_trace[4096][16];
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(k2k_bulk_trace[blockIdx.x][slot]))
 #define K2K_BULK_STAMP_SM(slot) \
   asm volatile("{ .reg .u32 t; mov.u32 t, %%smid; cvt.u64.u32 %0, t; }" : "=l"(k2k_bulk_trace[blockIdx.x][slot]))
+// the latest of the math warps (the slots are zeroed at entry, before the prologue's barrier)
+#define K2K_BULK_STAMP_LAST(slot, value) atomicMax(&k2k_bulk_trace[blockIdx.x][slot], (value))
+__device__ __forceinline__ long long k2k_globaltimer() {
+  long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
 #else
 #define K2K_BULK_STAMP(slot) ((void)0)
 #define K2K_BULK_STAMP_GLOBAL(slot) ((void)0)
 #define K2K_BULK_STAMP_SM(slot) ((void)0)
+#define K2K_BULK_STAMP_LAST(slot, value) ((void)0)
 #endif
 
 #include "moe_gemm/moe_gemm.h"
@@ -107,6 +115,9 @@ __global__ void __launch_bounds__(kBulkThreads, 1) moe_gemm_bulk_kernel(const Mo
   if (tid == 0) {
     K2K_BULK_STAMP_GLOBAL(6);
     K2K_BULK_STAMP_SM(5);
+#ifdef K2K_BULK_TRACE
+    k2k_bulk_trace[blockIdx.x][4] = k2k_bulk_trace[blockIdx.x][7] = 0;
+#endif
     K2K_BULK_STAMP(0);
     for (int s = 0; s < kStages; ++s) {
       cuda::ptx::mbarrier_init(&full[s], 1);                  // the producer's arrive + the copies' bytes
@@ -242,9 +253,9 @@ __global__ void __launch_bounds__(kBulkThreads, 1) moe_gemm_bulk_kernel(const Mo
       phase ^= 1;
     }
   }
-  if (tid == 0) {
-    K2K_BULK_STAMP(4);
-    K2K_BULK_STAMP_GLOBAL(7);
+  if (lane == 0) {
+    K2K_BULK_STAMP_LAST(4, clock64());
+    K2K_BULK_STAMP_LAST(7, k2k_globaltimer());
   }
 #endif
 }
