@@ -7,8 +7,10 @@
 // zero-fill) and ~30 walk the work list, next to ~340 of math: the kernel is issue-bound, and the copies
 // are the part that can move off the math warps. Here one producer warp issues all copies as bulk copies
 // that complete on the stage's "full" mbarrier; the four math warps only wait, compute, and release the
-// stage on its "empty" mbarrier. No __syncthreads in the loop. Measured (H200, benchmarks/RESULTS.md):
-// gate_up T=1 45.5 us = 69 % of copy (persist on the same weights: 56.8 us), T=16 81 %, T=64 78 %.
+// stage on its "empty" mbarrier. No __syncthreads in the loop. Measured (H200, benchmarks/RESULTS.md,
+// fifth session): gate_up T=1 42.5 us = 74 % of copy (persist on the same weights: 53 us), T=16 87 %,
+// T=64 84 %; of the T=1 call ~4 us are launch and ~3 us prologue before the first weight copy, then
+// the weights stream at ~3.9 TB/s (benchmarks/probe_bulk.cu).
 //
 // Work list, units (active expert, 64-row N tile), token groups, epilogue and dequantization are the
 // persistent kernel's (moe_gemm_persist.cuh, moe_gemm_mma.cuh). A bulk copy cannot swizzle, so the
