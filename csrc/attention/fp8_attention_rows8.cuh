@@ -22,11 +22,18 @@ struct Cfg8 {
   static constexpr int kMTiles = W / 2;                 // m16 tiles of output channels
   static constexpr int kQStride = D + 8;
   static constexpr int kQBytes = kRows8 * kQStride * 2;
+  // Warps per CTA. Decode is latency-bound: each warp keeps 4-8 KB of K/V in flight (two chunks in
+  // registers), and HBM needs ~100 KB per SM in flight (benchmarks/probe_kv_pattern.cu: 8 warps per SM
+  // reading this way reach 75 % of the copy rate, 16 reach 100 %). Registers cap an SM at 12 warps
+  // (<= 170 each) and a batch of 32 sequences x 8 KV heads is ~2 CTAs per SM, so a CTA has 6 warps:
+  // B=32, 8K keys 186 -> 147 us on the H200 (benchmarks/RESULTS.md, sixth session).
+  // D 576 needs more registers: 4 warps, 2 CTAs per SM.
+  static constexpr int kWarps = D > 256 ? 4 : 6;
+  static constexpr int kThreads = kWarps * 32;
   static constexpr int kOBytes = (kWarps - 1) * kRows8 * DVC * 4;
   static constexpr int kMainBytes = kQBytes > kOBytes ? kQBytes : kOBytes;
   static constexpr int kSmemBytes = kMainBytes + kWarps * kRows8 * 2 * 4;
-  // 3 CTAs (12 warps) per SM where the registers allow it without spills (<= 170 at D <= 256)
-  static constexpr int kMinBlocks = D > 256 ? 2 : 3;
+  static constexpr int kMinBlocks = 2;   // <= 170 registers at 6 warps (D <= 256), <= 255 at 4 (D 576)
 };
 
 __device__ __forceinline__ uint32_t movmatrix_trans(uint32_t a) {
@@ -121,14 +128,14 @@ __device__ __forceinline__ void compute_chunk8(const Ctx<D, DVC>& x, const __hal
 }
 
 template <int D, int DVC>
-__global__ void __launch_bounds__(kThreads, Cfg8<D, DVC>::kMinBlocks) fp8_attention_rows8_kernel(const Fp8AttnParams p) {
+__global__ void __launch_bounds__(Cfg8<D, DVC>::kThreads, Cfg8<D, DVC>::kMinBlocks) fp8_attention_rows8_kernel(const Fp8AttnParams p) {
   using C = Cfg<D, DVC>;
   using C8 = Cfg8<D, DVC>;
   constexpr int W = C::W;
   extern __shared__ __align__(16) uint8_t smem[];
   __half* q_s = reinterpret_cast<__half*>(smem);
   float* red_o = reinterpret_cast<float*>(smem);
-  float* red_ml = reinterpret_cast<float*>(smem + C8::kMainBytes);     // [kWarps][8][2]
+  float* red_ml = reinterpret_cast<float*>(smem + C8::kMainBytes);     // [warps][8][2]
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   int64_t idx = blockIdx.x;
@@ -153,7 +160,7 @@ __global__ void __launch_bounds__(kThreads, Cfg8<D, DVC>::kMinBlocks) fp8_attent
   for (int tile = tile0; tile * kRows8 < n_rows; tile += p.row_tiles) {
     const int row0 = tile * kRows8;
     __syncthreads();
-    for (int i = threadIdx.x; i < kRows8 * (D / 8); i += kThreads) {
+    for (int i = threadIdx.x; i < kRows8 * (D / 8); i += C8::kThreads) {
       const int rw = i / (D / 8), cc = i % (D / 8), row = row0 + rw;
       uint4 v = make_uint4(0, 0, 0, 0);
       if (row < n_rows) {
@@ -196,16 +203,16 @@ __global__ void __launch_bounds__(kThreads, Cfg8<D, DVC>::kMinBlocks) fp8_attent
       ChunkRegs<D, DVC> ra, rb;
       int c = c_begin + warp;
       if (c < c_end) load_chunk(x, c, ra);
-      for (; c < c_end; c += 2 * kWarps) {
-        if (c + kWarps < c_end) load_chunk(x, c + kWarps, rb);
+      for (; c < c_end; c += 2 * C8::kWarps) {
+        if (c + C8::kWarps < c_end) load_chunk(x, c + C8::kWarps, rb);
         compute_chunk8(x, q_s, c, ra, o, m, l);
-        if (c + kWarps >= c_end) break;
-        if (c + 2 * kWarps < c_end) load_chunk(x, c + 2 * kWarps, ra);
-        compute_chunk8(x, q_s, c + kWarps, rb, o, m, l);
+        if (c + C8::kWarps >= c_end) break;
+        if (c + 2 * C8::kWarps < c_end) load_chunk(x, c + 2 * C8::kWarps, ra);
+        compute_chunk8(x, q_s, c + C8::kWarps, rb, o, m, l);
       }
     } else {
       ChunkRegs<D, DVC> ra;
-      for (int c = c_begin + warp; c < c_end; c += kWarps) {
+      for (int c = c_begin + warp; c < c_end; c += C8::kWarps) {
         load_chunk(x, c, ra);
         compute_chunk8(x, q_s, c, ra, o, m, l);
       }
@@ -232,11 +239,11 @@ __global__ void __launch_bounds__(kThreads, Cfg8<D, DVC>::kMinBlocks) fp8_attent
       const int row = 2 * t + rr;
       float M = -INFINITY;
 #pragma unroll
-      for (int w = 0; w < kWarps; ++w) M = fmaxf(M, red_ml[(w * kRows8 + row) * 2]);
+      for (int w = 0; w < C8::kWarps; ++w) M = fmaxf(M, red_ml[(w * kRows8 + row) * 2]);
       float Lsum = 0.f;
       if (M != -INFINITY) {
 #pragma unroll
-        for (int w = 0; w < kWarps; ++w)
+        for (int w = 0; w < C8::kWarps; ++w)
           Lsum += red_ml[(w * kRows8 + row) * 2 + 1] * fast_exp2(red_ml[(w * kRows8 + row) * 2] - M);
       }
       const bool empty = !(Lsum > 0.f);
@@ -268,7 +275,7 @@ __global__ void __launch_bounds__(kThreads, Cfg8<D, DVC>::kMinBlocks) fp8_attent
             const int j = j0 + jj;                         // channel g*W + j = m-tile j/2, half j&1
             float acc = o[j >> 1][rr + 2 * (j & 1)] * f[rr];
 #pragma unroll
-            for (int w = 0; w < kWarps - 1; ++w) acc += red_o[(w * kRows8 + 2 * t + rr) * DVC + g * W + j];
+            for (int w = 0; w < C8::kWarps - 1; ++w) acc += red_o[(w * kRows8 + 2 * t + rr) * DVC + g * W + j];
             v[jj] = acc * vscale;
           }
           const int64_t col = int64_t(chunk) * DVC + g * W + j0;
@@ -302,7 +309,7 @@ int ctas_per_sm(bool rows8) {
     constexpr int kSmem = Cfg8<D, DVC>::kSmemBytes;
     auto kernel = fp8_attention_rows8_kernel<D, DVC>;
     if (kSmem > 48 * 1024) cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
-    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kThreads, kSmem);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, Cfg8<D, DVC>::kThreads, kSmem);
   } else {
     constexpr int kSmem = Cfg<D, DVC>::kSmemBytes;
     auto kernel = fp8_attention_kernel<D, DVC>;
@@ -324,7 +331,7 @@ cudaError_t launch_config(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t s
       const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem8);
       if (e != cudaSuccess) return e;
     }
-    kernel<<<grid, kThreads, kSmem8, stream>>>(p);
+    kernel<<<grid, Cfg8<D, DVC>::kThreads, kSmem8, stream>>>(p);
   } else {
     auto kernel = fp8_attention_kernel<D, DVC>;
     if (kSmem16 > 48 * 1024) {
