@@ -56,7 +56,9 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 
   int64_t idx = blockIdx.x;                              // dv_chunks == 1, num_splits == 1 here
-  const int tile0 = int(idx % p.row_tiles);
+  // Heaviest row tiles first: under a causal mask the last tiles see the most keys, and launched last
+  // they would form the grid's tail.
+  const int tile0 = p.row_tiles - 1 - int(idx % p.row_tiles);
   idx /= p.row_tiles;
   const int h = int(idx % p.Hkv);
   const int b = int(idx / p.Hkv);
