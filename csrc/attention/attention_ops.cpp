@@ -184,7 +184,8 @@ std::tuple<at::Tensor, at::Tensor> fp8_kv_attention_impl(
   // Layout (docs/attention.md), by host-known shapes; each K2K_ATTN_* variable forces its layout on (1)
   // or off (0). Defaults from the H200 run of 2026-11-29 (benchmarks/RESULTS.md, GQA 64/8 D 128):
   //   rows8 (keys on the MMA's M side) for decode with group <= 8: B=32 ctx 8K 182.8 vs 204.1 us,
-  //     B=8 54.4 vs 67.6, B=1 25.2 vs 28.3, B=32 ctx 32K 702 vs 802;
+  //     B=8 54.4 vs 67.6, B=1 25.2 vs 28.3, B=32 ctx 32K 702 vs 802 (4-warp rows8; with 6 warps, sixth
+  //     session: B=32 8K 145-159 us, 32K 587 us);
   //   prefill (64-row FA2 CTAs, K/V in smem) for q_len > 1 with D = D_v in {64, 128}: 8K causal
   //     5.27 vs 11.13 ms;
   //   latent (8-warp MLA, D 576 / D_v 512) from 8 sequences: B=32 275 vs 534 us, B=8 97.8 vs 158.6;
