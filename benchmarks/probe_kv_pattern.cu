@@ -8,7 +8,8 @@
 // that is 128-byte rows 1 KB apart. Here the same bytes (K and V caches of 32 x 8192 keys x 8 heads x
 // 128 B, 512 MiB) are read without math, after a 256 MB read that evicts L2:
 //   per_head/S: CTA (b, h, s), 4 warps; warp w reads 16-key chunks w, w + 4, ... of split s of sequence b,
-//               head h, one 16-byte piece per lane per instruction (4 keys x 128 B), as the kernel does;
+//               head h, one 16-byte piece per lane per instruction (4 keys x 128 B per instruction; the
+//               kernel's K loads are 8 keys x 64 B), like the kernel: one head's rows, ~8 KB per warp in flight;
 //   all_heads : CTA (b, j), 4 warps; warp w reads chunks j + 8 (w + 4 i) of sequence b, all 8 heads
 //               (each chunk 16 KB contiguous per cache) -- the same bytes per CTA, contiguous;
 //   flat      : grid-stride contiguous read of both caches (the copy-like ceiling).

@@ -26,7 +26,7 @@ struct Cfg8 {
   // registers), and HBM needs ~100 KB per SM in flight (benchmarks/probe_kv_pattern.cu: 8 warps per SM
   // reading this way reach 75 % of the copy rate, 16 reach 100 %). Registers cap an SM at 12 warps
   // (<= 170 each) and a batch of 32 sequences x 8 KV heads is ~2 CTAs per SM, so a CTA has 6 warps:
-  // B=32, 8K keys 186 -> 147 us on the H200 (benchmarks/RESULTS.md, sixth session).
+  // B=32, 8K keys 184 -> 145-159 us, 32K 721 -> 587 us on the H200 (benchmarks/RESULTS.md, sixth session).
   // D 576 needs more registers: 4 warps, 2 CTAs per SM.
   static constexpr int kWarps = D > 256 ? 4 : 6;
   static constexpr int kThreads = kWarps * 32;
