@@ -21,24 +21,9 @@
 #include <vector>
 
 #include "moe_gemm/moe_gemm_bulk.cuh"
+#include "probe_common.cuh"
 
 namespace {
-
-#define CHECK(x)                                                                     \
-  do {                                                                               \
-    cudaError_t e_ = (x);                                                            \
-    if (e_ != cudaSuccess) {                                                         \
-      std::printf("%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                  \
-    }                                                                                \
-  } while (0)
-
-__global__ void read_all(const float4* p, int64_t n, float* sink) {
-  float acc = 0.f;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    acc += p[i].x;
-  if (acc == 12345.f) *sink = acc;              // never true: keeps the loads
-}
 
 struct Shape {
   const char* name;

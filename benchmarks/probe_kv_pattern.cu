@@ -25,16 +25,9 @@
 #include <cstdlib>
 #include <vector>
 
-namespace {
+#include "probe_common.cuh"
 
-#define CHECK(x)                                                                     \
-  do {                                                                               \
-    cudaError_t e_ = (x);                                                            \
-    if (e_ != cudaSuccess) {                                                         \
-      std::printf("%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                  \
-    }                                                                                \
-  } while (0)
+namespace {
 
 constexpr int kB = 32, kKeys = 8192, kHeads = 8, kRow = 128, kPage = 16;
 constexpr int64_t kSeqBytes = int64_t(kKeys) * kHeads * kRow;          // one sequence's pages, contiguous
@@ -110,13 +103,6 @@ __global__ void __launch_bounds__(256) flat(const uint8_t* k, const uint8_t* v, 
     for (int i = 0; i < 8; ++i) fold(acc, x[i]);
   }
   if (acc == 0x12345678u) *sink = acc;
-}
-
-__global__ void read_all(const float4* p, int64_t n, float* sink) {
-  float acc = 0.f;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    acc += p[i].x;
-  if (acc == 12345.f) *sink = acc;
 }
 
 template <typename Launch>
