@@ -228,7 +228,7 @@ __global__ void __launch_bounds__(kBulkThreads, 1) moe_gemm_bulk_kernel(const Mo
         dequant_word((&wa.x)[j], scA[wd >> 1], ra);
         dequant_word((&wb.x)[j], scB[wd >> 1], rb);
         const uint4 x = *reinterpret_cast<const uint4*>(act + (i >> 1) * 4 * Cfg::kPieceStride + (i & 1) * 64 + j * 16);
-        const uint4 b = activation_pairs<true>(x);           // tiled codes: K pairs as loaded
+        const uint4 b = activation_pairs<kPairedCodes<kTiled>>(x);   // K pairs as loaded
         mma_bf16_16816(acc[wd & 1], ra[0], rb[0], ra[1], rb[1], b.x, b.y);
         mma_bf16_16816(acc[wd & 1], ra[2], rb[2], ra[3], rb[3], b.z, b.w);
       }

@@ -45,12 +45,16 @@ __device__ __forceinline__ int64_t weight_index(const MoeGemmParams& p, int e, i
   }
 }
 
-// The 4-bit code of (expert e, weight row n, K element k). The tiled layout stores each 32-bit word's
-// codes in the order K 0 2 4 6 1 3 5 7 (k2kernels/moe_gemm_prepare.py: NIBBLE_ORDER).
+// Whether a layout stores each 32-bit word's codes in MMA pair order, K 0 2 4 6 1 3 5 7
+// (k2kernels/moe_gemm_prepare.py: NIBBLE_ORDER): the tiled layout does, the checkpoint layouts do not.
+template <int kLayout>
+constexpr bool kPairedCodes = kLayout == kTiled;
+
+// The 4-bit code of (expert e, weight row n, K element k).
 template <int kLayout>
 __device__ __forceinline__ uint32_t code_at(const MoeGemmParams& p, int e, int n, int k) {
   int pos = k & 7;                             // nibble position inside the word of K elements k & ~7
-  if constexpr (kLayout == kTiled) pos = (pos >> 1) + ((pos & 1) << 2);
+  if constexpr (kPairedCodes<kLayout>) pos = (pos >> 1) + ((pos & 1) << 2);
   const uint8_t byte = p.w[weight_index<kLayout>(p, e, n, (k & ~7) / 2 + pos / 2)];
   return pos & 1 ? byte >> 4 : byte & 0xFu;
 }

@@ -301,7 +301,7 @@ moe_gemm_persist_kernel(const MoeGemmParams p) {
 #pragma unroll
       for (int t = 0; t < kNT; ++t) {
         const uint4 x = act[(t * Cfg::kWpt + wd) * 32];
-        const uint4 b = activation_pairs<kLayout == kTiled>(x);
+        const uint4 b = activation_pairs<kPairedCodes<kLayout>>(x);
         mma_bf16_16816(acc[t][wd & 1], ra[0], rb[0], ra[1], rb[1], b.x, b.y);
         mma_bf16_16816(acc[t][wd & 1], ra[2], rb[2], ra[3], rb[3], b.z, b.w);
       }

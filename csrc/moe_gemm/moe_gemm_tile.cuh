@@ -183,7 +183,7 @@ __global__ void __launch_bounds__(kTileThreads) moe_gemm_tile_kernel(const MoeGe
     const uint32_t words[4] = {codes.x, codes.y, codes.z, codes.w};
 #pragma unroll
     for (int i = 0; i < 4; ++i)
-      *reinterpret_cast<uint4*>(dst + tile_chunk(r, h * 4 + i)) = dequant_word_natural<kLayout == kTiled>(words[i], scale2[i >> 1]);
+      *reinterpret_cast<uint4*>(dst + tile_chunk(r, h * 4 + i)) = dequant_word_natural<kPairedCodes<kLayout>>(words[i], scale2[i >> 1]);
   };
 
   const int wm = warp >> 2, wn = warp & 3;

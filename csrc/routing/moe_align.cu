@@ -8,8 +8,9 @@
 // that expert's cursor. Positions therefore follow the pair index within every expert, every run.
 //
 // Decode (n_pairs <= 32): one warp ranks the pairs directly (moe_align_tiny_kernel). Small inputs
-// (n_pairs <= kFusedMaxPairs): one CTA does count, scan and scatter: one launch. Larger inputs: count (grid) -> scan (1 CTA) -> scatter (grid), the per-block counts in a
-// caller-owned int32 workspace [blocks, E+1].
+// (n_pairs <= kFusedMaxPairs): one CTA does count, scan and scatter: one launch. Larger inputs: count
+// (grid) -> scan (1 CTA) -> scatter (grid), the per-block counts in a caller-owned int32 workspace
+// [blocks, E+1].
 //
 // Values never index memory unchecked: an id outside [0, n_global) or an expert_map value outside
 // [0, E) sends the pair to the "not on this rank" bucket (inverse -1), as in reference/align.py.
@@ -44,6 +45,9 @@ __device__ __forceinline__ void warp_range(int64_t begin, int64_t end, int warps
   we = wb + per < end ? wb + per : end;
   if (wb > end) wb = end;
 }
+
+// count rounded up to a multiple of the block size: an expert's rows in the block-padded order
+__device__ __forceinline__ int padded(int count, int bs) { return (count + bs - 1) / bs * bs; }
 
 __device__ __forceinline__ void zero_smem(int* h, int n) {
   for (int i = threadIdx.x; i < n; i += blockDim.x) h[i] = 0;
@@ -146,7 +150,7 @@ __device__ void scan_counts(const MoeAlignParams& p, int* c, int rows, int2* war
     int tot = 0;
     for (int r = 0; r < rows; ++r) tot += c[r * E1 + e];
     sc += tot;
-    if (e < p.E) sp += (tot + bs - 1) / bs * bs;
+    if (e < p.E) sp += padded(tot, bs);
   }
   const int2 pre = block_exclusive_scan(sc, sp, warp_sums);
   int off = pre.x, pad = pre.y;
@@ -159,7 +163,7 @@ __device__ void scan_counts(const MoeAlignParams& p, int* c, int rows, int2* war
       c[r * E1 + e] = run;
       run += v;
     }
-    if (e < p.E) pad += (run - off + bs - 1) / bs * bs;
+    if (e < p.E) pad += padded(run - off, bs);
     off = run;
   }
 }
@@ -205,7 +209,7 @@ __global__ void __launch_bounds__(kTinyThreads) moe_align_tiny_kernel(MoeAlignPa
     }
     const int bs = p.block_size, count = __popc(peers);
     keys[lane] = key;
-    padded_count[lane] = key < p.E && rank == 0 ? (count + bs - 1) / bs * bs : 0;
+    padded_count[lane] = key < p.E && rank == 0 ? padded(count, bs) : 0;
   }
   __syncthreads();
   for (int e = threadIdx.x; e <= p.E; e += blockDim.x) {
