@@ -32,7 +32,7 @@ struct Shape {
 
 template <int kTokens, int kStages>
 void run(const Shape& sh, int n, const uint8_t* w, const uint8_t* ws, const float* alpha, const __nv_bfloat16* a,
-         __nv_bfloat16* out, int32_t* offsets, const float4* flush, int64_t flush_n, float* sink, bool verbose) {
+         __nv_bfloat16* out, int32_t* offsets, const L2Flush* flush, bool verbose) {
   constexpr int E = 384;
   std::vector<int32_t> h(E + 1, 0);
   for (int e = 0; e < E; ++e) h[e + 1] = h[e] + (e % (E / n) == 0 && e / (E / n) < n ? 1 : 0);
@@ -49,33 +49,25 @@ void run(const Shape& sh, int n, const uint8_t* w, const uint8_t* ws, const floa
   p.K = sh.K;
   p.E = E;
   p.scale_layout = k2k::kTiled;
-  cudaEvent_t e0, e1;
-  CHECK(cudaEventCreate(&e0));
-  CHECK(cudaEventCreate(&e1));
-  std::vector<float> ms;
-  for (int it = 0; it < 12; ++it) {
-    if (!std::getenv("PROBE_NO_FLUSH")) read_all<<<1056, 512>>>(flush, flush_n, sink);   // else code + offsets stay in L2
-    CHECK(cudaEventRecord(e0));
-    if (!k2k::moe::launch_bulk<kTokens, kStages>(p, 101376 - k2k::moe::kBulkStaticSmemReserve, 0)) {
-      std::printf("config t%d s%d does not fit\n", kTokens, kStages);
-      return;
-    }
-    CHECK(cudaGetLastError());
-    CHECK(cudaEventRecord(e1));
-    CHECK(cudaEventSynchronize(e1));
-    float t = 0.f;
-    CHECK(cudaEventElapsedTime(&t, e0, e1));
-    if (it >= 2) ms.push_back(t * 1e3f);
+  bool fits = true;
+  const float event_us = median_us([&] {
+    fits = fits && k2k::moe::launch_bulk<kTokens, kStages>(p, 101376 - k2k::moe::kBulkStaticSmemReserve, 0);
+  }, flush);   // flush == nullptr (PROBE_NO_FLUSH): code and offsets stay in L2
+  if (!fits) {
+    std::printf("config t%d s%d does not fit\n", kTokens, kStages);
+    return;
   }
-  std::sort(ms.begin(), ms.end());
   static long long trace[4096][16];
   CHECK(cudaMemcpyFromSymbol(trace, k2k_bulk_trace, sizeof(trace)));
-  const int units = n * (sh.N / 64);
-  int dev = 0, occ = 0, sms = 0;
-  CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, k2k::moe::moe_gemm_bulk_kernel<kTokens, kStages>,
-                                                      k2k::moe::kBulkThreads, k2k::moe::BulkCfg<kTokens, kStages>::kSmemBytes));
-  const int grid = std::min(units, sms * occ);
+  // the launcher's own grid (the trace rows of CTAs that ran)
+  constexpr auto kernel = k2k::moe::moe_gemm_bulk_kernel<kTokens, kStages>;
+  const int units = int(k2k::moe::persistent_units(p));
+  const int grid = k2k::moe::persistent_grid<kernel>(units, k2k::moe::kBulkThreads,
+                                                     k2k::moe::BulkCfg<kTokens, kStages>::kSmemBytes);
+  int occ = 0, sms = 0;
+  CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernel, k2k::moe::kBulkThreads,
+                                                      k2k::moe::BulkCfg<kTokens, kStages>::kSmemBytes));
   long long g0 = trace[0][6], g1 = trace[0][7];
   double cycles = 0, ns = 0;
   std::vector<double> ph[11];
@@ -95,7 +87,7 @@ void run(const Shape& sh, int n, const uint8_t* w, const uint8_t* ws, const floa
   auto mx = [](const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); };
   std::printf("%-8s t%d s%d n=%2d units=%4d grid=%3d (%d/SM)  event %6.1f us  span %6.1f us  entry skew med %4.1f max %4.1f"
               "  | init %4.2f marked %4.2f zeroed %4.2f list %4.2f/%4.2f  issued %4.2f/%4.2f  landed %4.2f/%4.2f  done %5.1f/%5.1f us (%.2f GHz)\n",
-              sh.name, kTokens, kStages, n, units, grid, occ, ms[ms.size() / 2], (g1 - g0) * 1e-3, med(entry), mx(entry),
+              sh.name, kTokens, kStages, n, units, grid, occ, event_us, (g1 - g0) * 1e-3, med(entry), mx(entry),
               med(ph[8]), med(ph[9]), med(ph[10]), med(ph[1]), mx(ph[1]), med(ph[2]), mx(ph[2]), med(ph[3]), mx(ph[3]), med(ph[4]), mx(ph[4]), ghz);
   if (!verbose) return;
   // Per SM (by %smid): its CTAs' end times (us after the first CTA's entry), slowest first within the SM.
@@ -115,12 +107,8 @@ void run(const Shape& sh, int n, const uint8_t* w, const uint8_t* ws, const floa
 
 int main() {
   const Shape shapes[2] = {{"gate_up", 4096, 7168}, {"down", 7168, 2048}};
-  const int64_t flush_n = (256 << 20) / 16;
-  float4* flush;
-  float* sink;
-  CHECK(cudaMalloc(&flush, flush_n * 16));
-  CHECK(cudaMemset(flush, 0, flush_n * 16));
-  CHECK(cudaMalloc(&sink, 4));
+  const L2Flush l2_flush;
+  const L2Flush* flush = std::getenv("PROBE_NO_FLUSH") ? nullptr : &l2_flush;
   int32_t* offsets;
   CHECK(cudaMalloc(&offsets, 4 * 385));
   float* alpha;
@@ -137,7 +125,7 @@ int main() {
     CHECK(cudaMalloc(&ws, wb / 8));
     CHECK(cudaMemset(w, 0x11, wb));
     CHECK(cudaMemset(ws, 0x38, wb / 8));
-    for (int n : {1, 4, 8, 16}) run<4, 2>(sh, n, w, ws, alpha, a, out, offsets, flush, flush_n, sink, n == 8);
+    for (int n : {1, 4, 8, 16}) run<4, 2>(sh, n, w, ws, alpha, a, out, offsets, flush, n == 8);
     CHECK(cudaFree(w));
     CHECK(cudaFree(ws));
   }

@@ -18,6 +18,7 @@ import sys
 import torch
 
 import k2kernels  # noqa: F401  (defines torch.ops.k2kernels)
+from k2kernels import autotune
 from k2kernels.moe_gemm_prepare import prepare_moe_gemm_weights
 from k2kernels.reference.fused_moe import workspace_bytes
 
@@ -31,10 +32,8 @@ def experts_sweep(ns, flush, iters):
     print("# moe_gemm, n experts x 1 row, tiled layout, default kernel")
     print(f"{'shape':8} {'n':>3} {'units':>6} {'us':>8} {'MB':>7} {'TB/s':>6}")
     for shape, (N, K) in SHAPES.items():
-        w = torch.randint(0, 256, (E, N, K // 2), dtype=torch.uint8, device="cuda")
-        s = (torch.rand(E, N, K // 16, device="cuda") * 1.5 + 0.25).to(torch.float8_e4m3fn)
+        _, w, s, alpha, _ = autotune.random_moe_operands(E, N, K, 0)
         w, s = prepare_moe_gemm_weights(w, s)
-        alpha = torch.full((E,), 1e-3, device="cuda")
         for n in ns:
             experts = torch.randperm(E, device="cuda")[:n].sort().values
             counts = torch.zeros(E, dtype=torch.int32, device="cuda")
@@ -74,9 +73,8 @@ def fused_timeline(flush):
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             g.replay()
             torch.cuda.synchronize()
-        kernels = sorted((e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
-                          and "flush" not in e.name and e.name != "reduce_kernel"),
-                         key=lambda e: e.time_range.start)
+        kernels = sorted((e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA),
+                         key=lambda e: e.time_range.start)   # the flush ran before the profiler started
         if not kernels:
             print("# no kernel events recorded")
             return

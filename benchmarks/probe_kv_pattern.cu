@@ -105,25 +105,8 @@ __global__ void __launch_bounds__(256) flat(const uint8_t* k, const uint8_t* v, 
   if (acc == 0x12345678u) *sink = acc;
 }
 
-template <typename Launch>
-void time_it(const char* name, Launch launch, const float4* flush, int64_t flush_n, float* fsink) {
-  cudaEvent_t e0, e1;
-  CHECK(cudaEventCreate(&e0));
-  CHECK(cudaEventCreate(&e1));
-  std::vector<float> us;
-  for (int it = 0; it < 12; ++it) {
-    read_all<<<1056, 512>>>(flush, flush_n, fsink);
-    CHECK(cudaEventRecord(e0));
-    launch();
-    CHECK(cudaGetLastError());
-    CHECK(cudaEventRecord(e1));
-    CHECK(cudaEventSynchronize(e1));
-    float ms = 0.f;
-    CHECK(cudaEventElapsedTime(&ms, e0, e1));
-    if (it >= 2) us.push_back(ms * 1e3f);
-  }
-  std::sort(us.begin(), us.end());
-  const double t = us[us.size() / 2], tbs = 2.0 * kCacheBytes / (t * 1e-6) / 1e12;
+void report(const char* name, float t) {
+  const double tbs = 2.0 * kCacheBytes / (t * 1e-6) / 1e12;
   std::printf("%-10s %8.1f us  %5.2f TB/s  %5.1f %% of 4.2\n", name, t, tbs, 100.0 * tbs / 4.2);
 }
 
@@ -132,26 +115,21 @@ void time_it(const char* name, Launch launch, const float4* flush, int64_t flush
 int main() {
   uint8_t *k, *v;
   uint32_t* sink;
-  float4* flush;
-  float* fsink;
-  const int64_t flush_n = (256 << 20) / 16;
   CHECK(cudaMalloc(&k, kCacheBytes));
   CHECK(cudaMalloc(&v, kCacheBytes));
   CHECK(cudaMemset(k, 0x11, kCacheBytes));
   CHECK(cudaMemset(v, 0x22, kCacheBytes));
   CHECK(cudaMalloc(&sink, 4));
-  CHECK(cudaMalloc(&flush, flush_n * 16));
-  CHECK(cudaMemset(flush, 0, flush_n * 16));
-  CHECK(cudaMalloc(&fsink, 4));
+  const L2Flush flush;
   int sms = 0;
   CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   std::printf("K + V caches: %d sequences x %d keys x %d heads x %d B = %.0f MiB each\n", kB, kKeys, kHeads, kRow,
               kCacheBytes / 1048576.0);
-  time_it("per_head", [&] { per_head<1><<<kB * kHeads, 128>>>(k, v, sink); }, flush, flush_n, fsink);
-  time_it("per_head/2", [&] { per_head<2><<<kB * kHeads * 2, 128>>>(k, v, sink); }, flush, flush_n, fsink);
-  time_it("per_head/4", [&] { per_head<4><<<kB * kHeads * 4, 128>>>(k, v, sink); }, flush, flush_n, fsink);
-  time_it("per_head/8", [&] { per_head<8><<<kB * kHeads * 8, 128>>>(k, v, sink); }, flush, flush_n, fsink);
-  time_it("all_heads", [&] { all_heads<<<kB * kHeads, 128>>>(k, v, sink); }, flush, flush_n, fsink);
-  time_it("flat", [&] { flat<<<sms * 8, 256>>>(k, v, sink); }, flush, flush_n, fsink);
+  report("per_head", median_us([&] { per_head<1><<<kB * kHeads, 128>>>(k, v, sink); }, &flush));
+  report("per_head/2", median_us([&] { per_head<2><<<kB * kHeads * 2, 128>>>(k, v, sink); }, &flush));
+  report("per_head/4", median_us([&] { per_head<4><<<kB * kHeads * 4, 128>>>(k, v, sink); }, &flush));
+  report("per_head/8", median_us([&] { per_head<8><<<kB * kHeads * 8, 128>>>(k, v, sink); }, &flush));
+  report("all_heads", median_us([&] { all_heads<<<kB * kHeads, 128>>>(k, v, sink); }, &flush));
+  report("flat", median_us([&] { flat<<<sms * 8, 256>>>(k, v, sink); }, &flush));
   return 0;
 }
