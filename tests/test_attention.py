@@ -129,7 +129,7 @@ def run_and_check(args, causal=True, max_q_len=-1):
 
 # ---------------------------------------------------------------- GPU: decode
 # Kernel layouts (docs/attention.md), each forced by its knob: "rows16" (the 16-row layout, every other
-# layout off), "rows8" (keys on the MMA's M side), "prefill" (64-row FA2 layout, q_len > 1, D = D_v in
+# layout off), "rows8" (keys on the MMA's M side), "prefill" (128-row FA2 layout, q_len > 1, D = D_v in
 # {64, 128}), "latent" (8-warp MLA layout, D 576 / DV 512 only); "auto" = the launcher's choice by shape.
 LAYOUTS = {"auto": {}, "rows16": {"K2K_ATTN_ROWS8": "0", "K2K_ATTN_PREFILL": "0", "K2K_ATTN_LATENT": "0"},
            "rows8": {"K2K_ATTN_ROWS8": "1"}, "prefill": {"K2K_ATTN_PREFILL": "1"}, "latent": {"K2K_ATTN_LATENT": "1"}}
@@ -250,7 +250,7 @@ def test_prefill_long(monkeypatch, layout):
 @gpu
 @pytest.mark.parametrize("layout", ["auto", "rows16", "rows8", "prefill"])
 def test_prefill_hint_underestimates(monkeypatch, layout):
-    """max_q_len = 2 but a q_len of 20 (160 rows > one 64-row prefill tile): the CTAs loop over tiles."""
+    """max_q_len = 2 but a q_len of 20 (160 rows > one 128-row prefill tile): the CTAs loop over tiles."""
     set_layout(monkeypatch, layout)
     args = make_case([20, 1, 7], [30, 5, 7], 64, 8, 128, 128, False, 16)
     run_and_check(args, max_q_len=2)

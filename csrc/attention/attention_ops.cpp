@@ -186,8 +186,8 @@ std::tuple<at::Tensor, at::Tensor> fp8_kv_attention_impl(
   //   rows8 (keys on the MMA's M side) for decode with group <= 8: B=32 ctx 8K 182.8 vs 204.1 us,
   //     B=8 54.4 vs 67.6, B=1 25.2 vs 28.3, B=32 ctx 32K 702 vs 802 (4-warp rows8; with 6 warps, sixth
   //     session: B=32 8K 145-159 us, 32K 587 us);
-  //   prefill (64-row FA2 CTAs, K/V in smem) for q_len > 1 with D = D_v in {64, 128}: 8K causal
-  //     5.27 vs 11.13 ms;
+  //   prefill (FA2 CTAs, K/V in smem) for q_len > 1 with D = D_v in {64, 128}: 8K causal 5.27 vs
+  //     11.13 ms with 64-row CTAs; 128-row CTAs (seventh session) 4.41-4.44 ms, 512 tokens 51.8 us;
   //   latent (8-warp MLA, D 576 / D_v 512) from 8 sequences: B=32 275 vs 534 us, B=8 97.8 vs 158.6;
   //     at B=1 it is slower (93.7 vs 59.3), so small batches keep the 16-row layout.
   // Otherwise the 16-row layout.
@@ -211,7 +211,7 @@ std::tuple<at::Tensor, at::Tensor> fp8_kv_attention_impl(
     p.prefill = !p.latent && k_prefill != 0 && prefill_ok;
     p.rows8 = !p.latent && !p.prefill && k_rows8 != 0 && decode && p.group <= 8;
   }
-  const int rows_per_tile = (p.prefill || p.latent) ? 64 : p.rows8 ? 8 : 16;
+  const int rows_per_tile = p.prefill ? 128 : p.latent ? 64 : p.rows8 ? 8 : 16;
   p.row_tiles = int(std::max<int64_t>(1, (q_est * p.group + rows_per_tile - 1) / rows_per_tile));
   const int dvc = k2k::fp8_attention_dv_chunk(int(D), int(DV));
   p.dv_chunks = (p.prefill || p.latent) ? 1 : int(DV / dvc);

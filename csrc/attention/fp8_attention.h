@@ -31,9 +31,9 @@ struct Fp8AttnParams {
   int window_left;               // sliding window (causal): the row at key position pos sees keys pos - window_left .. pos;
                                  // INT_MAX without one (the host maps -1), so one unsigned compare tests both edges
   int latent;                    // 1: MLA-latent decode layout (D 576 / DV 512, 8 warps, 64 rows per CTA)
-  int prefill;                   // 1: prefill layout (64-row CTAs, K/V converted once into shared memory)
+  int prefill;                   // 1: prefill layout (128-row CTAs, K/V converted once into shared memory)
   int rows8;                     // 1: decode layout for group <= 8 (8-row tiles, keys in the MMA M dimension)
-  int row_tiles;                 // grid tiles of 16 rows (8 rows8, 64 prefill/latent) per (sequence, KV head); CTAs loop past it
+  int row_tiles;                 // grid tiles of 16 rows (8 rows8, 128 prefill, 64 latent) per (sequence, KV head); CTAs loop past it
   int num_splits;                // key-range splits (flash-decoding); 1 = write out directly
   int dv_chunks;                 // output-channel chunks (DV / DVC) computed by separate CTAs
 };

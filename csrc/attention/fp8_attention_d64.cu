@@ -1,5 +1,5 @@
 // Instantiation unit of the FP8-KV attention kernels for D_qk = 64, 64 output channels per CTA
-// (all layouts: 16-row tiles, rows8 decode for GQA groups <= 8, and the 64-row prefill layout).
+// (all layouts: 16-row tiles, rows8 decode for GQA groups <= 8, and the 128-row prefill layout).
 #include "attention/fp8_attention_prefill.cuh"
 #include "attention/fp8_attention_rows8.cuh"
 #include "common/smem_budget.h"

@@ -1,9 +1,12 @@
 // Prefill layout (q_len > 1; D_qk = D_v in {64, 128}): FlashAttention-2 structure on mma.sync.
-// One CTA = 64 packed (token, head) rows of one sequence and KV head; each of the 4 warps owns 16 rows
-// and walks all keys. K/V chunks of 64 keys are converted FP8 -> f16 ONCE per CTA into shared memory
-// (double buffered: the next chunk's bytes are in registers while the warps compute on this one),
-// and every warp reads them with ldmatrix, so the conversion and the global/L2 reads are shared by
-// 64 rows instead of 16. Same numerics as the decode kernels: f16 Q (clamped), exact f16 K/V, fp32
+// One CTA = 128 packed (token, head) rows of one sequence and KV head; each of the 4 warps owns 32 rows
+// (two m16 tiles) and walks all keys. K/V chunks of 32 keys are converted FP8 -> f16 ONCE per CTA into
+// shared memory (double buffered: the next chunk's bytes are in registers while the warps compute on
+// this one), and every warp reads them with ldmatrix, so the conversion and the global/L2 reads are
+// shared by 128 rows. Each K/V fragment a warp loads feeds both m-tiles' MMAs, and the two tiles' MMA
+// chains are independent: the 16-row-per-warp version stalled on dependent chains and ldmatrix
+// (Nsight, sixth session: "wait" 1.59, short scoreboard 0.96 warps per issue, 2 warps per scheduler).
+// Q stays in shared memory (its fragments are re-read per chunk) to leave registers for two O tiles. Same numerics as the decode kernels: f16 Q (clamped), exact f16 K/V, fp32
 // accumulation and softmax, k_scale folded into the exponent scale, v_scale into the output.
 #pragma once
 #include "attention/fp8_attention_kernel.cuh"
@@ -14,12 +17,16 @@ namespace attn {
 template <int D>
 struct CfgP {
   static_assert(D == 64 || D == 128, "prefill layout: D_qk = D_v in {64, 128}");
-  static constexpr int kRowsCta = kWarps * 16;          // 64 rows
-  static constexpr int kKeys = 64;                      // keys per chunk
+  static constexpr int kMT = 2;                         // m16 tiles per warp
+  static constexpr int kRowsWarp = 16 * kMT;            // 32 rows
+  static constexpr int kRowsCta = kWarps * kRowsWarp;   // 128 rows
+  static constexpr int kKeys = 32;                      // keys per chunk
   static constexpr int kStride = D + 8;                 // f16 per smem row: +16 B keeps ldmatrix conflict-free
   static constexpr int kTile = kKeys * kStride;         // f16 elements of one K or V tile
-  static constexpr int kLoads = kKeys * D / 16 / kThreads;   // 16-byte loads per thread per tile (D/32)
-  static constexpr int kSmemBytes = 2 * 2 * kTile * 2;  // 2 stages x (K, V) x f16
+  static constexpr int kQElems = kRowsCta * kStride;    // f16 elements of the Q tile
+  static constexpr int kLoads = kKeys * D / 16 / kThreads;   // 16-byte loads per thread per tile (D/64)
+  static_assert(kLoads >= 1 && kKeys * D / 16 % kThreads == 0, "whole 16-byte pieces per thread");
+  static constexpr int kSmemBytes = (kQElems + 2 * 2 * kTile) * 2;   // Q + 2 stages x (K, V), f16
   static constexpr int kNT = kKeys / 8;                 // S n-tiles per chunk
   static constexpr int kKS = D / 16;                    // QK k-steps; PV n-tiles = D / 8
 };
@@ -52,7 +59,8 @@ template <int D>
 __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(const Fp8AttnParams p) {
   using C = CfgP<D>;
   extern __shared__ __align__(16) uint8_t smem[];
-  __half* tiles = reinterpret_cast<__half*>(smem);      // [stage][K | V][kKeys][kStride]
+  __half* q_s = reinterpret_cast<__half*>(smem);        // [kRowsCta][kStride]
+  __half* tiles = q_s + C::kQElems;                      // [stage][K | V][kKeys][kStride]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 
   int64_t idx = blockIdx.x;                              // dv_chunks == 1, num_splits == 1 here
@@ -77,9 +85,8 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
 
   for (int tile = tile0; tile * C::kRowsCta < n_rows; tile += p.row_tiles) {
     const int row0 = tile * C::kRowsCta;
-    // ---- Q (64 rows) -> f16 in stage 1's K tile -> per-warp A fragments in registers
+    // ---- Q (128 rows) -> f16 in shared memory (A fragments re-read per chunk with ldmatrix)
     __syncthreads();
-    __half* q_s = tiles + 2 * C::kTile;
     for (int i = threadIdx.x; i < C::kRowsCta * (D / 8); i += kThreads) {
       const int r = i / (D / 8), cc = i % (D / 8), row = row0 + r;
       uint4 v = make_uint4(0, 0, 0, 0);
@@ -91,28 +98,27 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
                      bf16x2_to_f16x2_clamped(v.w));
       *reinterpret_cast<uint4*>(q_s + r * C::kStride + cc * 8) = v;
     }
-    __syncthreads();
-    uint32_t qf[C::kKS][4];
-#pragma unroll
-    for (int kk = 0; kk < C::kKS; ++kk)
-      ldsm_x4(qf[kk], q_s + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * C::kStride + kk * 16 + (lane >> 4) * 8);
+    // (the barrier before the first chunk's math publishes q_s)
 
-    int lim[2];
+    int lim[C::kMT][2];                                  // row warp * 32 + mt * 16 + g + rr * 8
+    int warp_end = 0;
 #pragma unroll
-    for (int rr = 0; rr < 2; ++rr) {
-      const int row = row0 + warp * 16 + g + rr * 8;
-      lim[rr] = 0;
-      if (row < n_rows) lim[rr] = p.causal ? min(L, L - q_len + row / G + 1) : L;
-    }
+    for (int mt = 0; mt < C::kMT; ++mt)
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        const int row = row0 + warp * C::kRowsWarp + mt * 16 + g + rr * 8;
+        lim[mt][rr] = 0;
+        if (row < n_rows) lim[mt][rr] = p.causal ? min(L, L - q_len + row / G + 1) : L;
+        warp_end = max(warp_end, lim[mt][rr]);
+      }
     // keys this warp needs (warp-uniform) and the CTA's range. Sliding window: the warp's first row
     // (rows are token-major) starts its window earliest, the CTA's first row the CTA's; the CTA loads
     // only chunks from key_begin (on the 16-key grid) and a warp skips chunks wholly outside its rows'
     // windows; inside a chunk key_visible masks each element.
-    int warp_end = max(lim[0], lim[1]);
     warp_end = max(warp_end, __shfl_xor_sync(0xffffffffu, warp_end, 4));
     warp_end = max(warp_end, __shfl_xor_sync(0xffffffffu, warp_end, 8));
     warp_end = max(warp_end, __shfl_xor_sync(0xffffffffu, warp_end, 16));
-    const int warp_begin = window_begin(L - q_len + (row0 + warp * 16) / G, p.window_left);
+    const int warp_begin = window_begin(L - q_len + (row0 + warp * C::kRowsWarp) / G, p.window_left);
     int key_end = L;
     if (p.causal) key_end = min(L, L - q_len + (min(row0 + C::kRowsCta, n_rows) - 1) / G + 1);
     key_end = max(key_end, 0);
@@ -147,83 +153,106 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
       }
     };
 
-    float o[D / 8][4];
+    float o[C::kMT][D / 8][4];
 #pragma unroll
-    for (int j = 0; j < D / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    for (int mt = 0; mt < C::kMT; ++mt)
+#pragma unroll
+      for (int j = 0; j < D / 8; ++j) o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.f;
+    float m[C::kMT][2], l[C::kMT][2];
+#pragma unroll
+    for (int mt = 0; mt < C::kMT; ++mt) m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.f;
     uint4 kr[C::kLoads], vr[C::kLoads];
-    __syncthreads();                                     // q_s (stage 1) fully read into registers
     if (n_chunks > 0) {
       load(0, kr, vr);
       store(0, kr, vr);
     }
-    __syncthreads();
+    __syncthreads();                                     // q_s and stage 0 written
+    const __half* q_warp = q_s + (warp * C::kRowsWarp + (lane & 7) + ((lane >> 3) & 1) * 8) * C::kStride + (lane >> 4) * 8;
     for (int c = 0; c < n_chunks; ++c) {
       if (c + 1 < n_chunks) load(c + 1, kr, vr);         // in flight during this chunk's math
       const int kb = kbase + c * C::kKeys;
       if (kb < warp_end && kb + C::kKeys > warp_begin) {
         const __half* ks = tiles + (c & 1) * 2 * C::kTile;
         const __half* vs = ks + C::kTile;
-        // ---- S = Q K^T: 8 n-tiles of 8 keys
-        float s[C::kNT][4];
+        // ---- S = Q K^T for both m-tiles: kNT n-tiles of 8 keys; each K fragment feeds 2 x 2 MMAs
+        float s[C::kMT][C::kNT][4];
 #pragma unroll
-        for (int j = 0; j < C::kNT; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+        for (int mt = 0; mt < C::kMT; ++mt)
+#pragma unroll
+          for (int j = 0; j < C::kNT; ++j) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
 #pragma unroll
         for (int kk = 0; kk < C::kKS; ++kk) {
+          uint32_t qf[C::kMT][4];
+#pragma unroll
+          for (int mt = 0; mt < C::kMT; ++mt) ldsm_x4(qf[mt], q_warp + mt * 16 * C::kStride + kk * 16);
 #pragma unroll
           for (int j = 0; j < C::kNT; j += 2) {
             uint32_t bk[4];   // b0, b1 of n-tile j, then of j + 1
             ldsm_x4(bk, ks + (j * 8 + (lane & 7) + (lane >> 4) * 8) * C::kStride + kk * 16 + ((lane >> 3) & 1) * 8);
-            mma_f16(s[j], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], bk[0], bk[1]);
-            mma_f16(s[j + 1], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], bk[2], bk[3]);
+#pragma unroll
+            for (int mt = 0; mt < C::kMT; ++mt) {
+              mma_f16(s[mt][j], qf[mt][0], qf[mt][1], qf[mt][2], qf[mt][3], bk[0], bk[1]);
+              mma_f16(s[mt][j + 1], qf[mt][0], qf[mt][1], qf[mt][2], qf[mt][3], bk[2], bk[3]);
+            }
           }
         }
-        // ---- online softmax
-        float mx[2] = {-INFINITY, -INFINITY};
+        // ---- online softmax, per m-tile (rows g, g + 8 of tile mt)
 #pragma unroll
-        for (int j = 0; j < C::kNT; ++j)
+        for (int mt = 0; mt < C::kMT; ++mt) {
+          float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int key = kb + j * 8 + 2 * t + (e & 1);
-            s[j][e] = key_visible(key, lim[e >> 1], p.window_left) ? s[j][e] * sl2 : -INFINITY;
-            mx[e >> 1] = fmaxf(mx[e >> 1], s[j][e]);
-          }
-        float alpha[2], base[2];
+          for (int j = 0; j < C::kNT; ++j)
 #pragma unroll
-        for (int rr = 0; rr < 2; ++rr) {
-          mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
-          mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
-          const float m_new = fmaxf(m[rr], mx[rr]);
-          base[rr] = m_new == -INFINITY ? 0.f : m_new;
-          alpha[rr] = fast_exp2(m[rr] - base[rr]);
-          m[rr] = m_new;
-          l[rr] *= alpha[rr];
-        }
+            for (int e = 0; e < 4; ++e) {
+              const int key = kb + j * 8 + 2 * t + (e & 1);
+              s[mt][j][e] = key_visible(key, lim[mt][e >> 1], p.window_left) ? s[mt][j][e] * sl2 : -INFINITY;
+              mx[e >> 1] = fmaxf(mx[e >> 1], s[mt][j][e]);
+            }
+          float alpha[2], base[2];
 #pragma unroll
-        for (int j = 0; j < C::kNT; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            s[j][e] = fast_exp2(s[j][e] - base[e >> 1]);
-            l[e >> 1] += s[j][e];
+          for (int rr = 0; rr < 2; ++rr) {
+            mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
+            mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
+            const float m_new = fmaxf(m[mt][rr], mx[rr]);
+            base[rr] = m_new == -INFINITY ? 0.f : m_new;
+            alpha[rr] = fast_exp2(m[mt][rr] - base[rr]);
+            m[mt][rr] = m_new;
+            l[mt][rr] *= alpha[rr];
           }
 #pragma unroll
-        for (int j = 0; j < D / 8; ++j) {
-          o[j][0] *= alpha[0]; o[j][1] *= alpha[0];
-          o[j][2] *= alpha[1]; o[j][3] *= alpha[1];
+          for (int j = 0; j < C::kNT; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              s[mt][j][e] = fast_exp2(s[mt][j][e] - base[e >> 1]);
+              l[mt][e >> 1] += s[mt][j][e];
+            }
+#pragma unroll
+          for (int j = 0; j < D / 8; ++j) {
+            o[mt][j][0] *= alpha[0]; o[mt][j][1] *= alpha[0];
+            o[mt][j][2] *= alpha[1]; o[mt][j][3] *= alpha[1];
+          }
         }
-        // ---- O += P V: k-step kk = keys 16kk..16kk+15 = S n-tiles 2kk, 2kk+1
+        // ---- O += P V: k-step kk = keys 16kk..16kk+15 = S n-tiles 2kk, 2kk+1; each V fragment feeds
+        // both m-tiles
 #pragma unroll
         for (int kk = 0; kk < C::kKeys / 16; ++kk) {
-          const uint32_t a0 = pack_f16x2(s[2 * kk][0], s[2 * kk][1]);
-          const uint32_t a1 = pack_f16x2(s[2 * kk][2], s[2 * kk][3]);
-          const uint32_t a2 = pack_f16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-          const uint32_t a3 = pack_f16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+          uint32_t a[C::kMT][4];
+#pragma unroll
+          for (int mt = 0; mt < C::kMT; ++mt) {
+            a[mt][0] = pack_f16x2(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+            a[mt][1] = pack_f16x2(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+            a[mt][2] = pack_f16x2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+            a[mt][3] = pack_f16x2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+          }
 #pragma unroll
           for (int j = 0; j < D / 8; j += 2) {
             uint32_t bv[4];   // b0, b1 of channel n-tile j, then of j + 1
             ldsm_x4_trans(bv, vs + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * C::kStride + j * 8 + (lane >> 4) * 8);
-            mma_f16(o[j], a0, a1, a2, a3, bv[0], bv[1]);
-            mma_f16(o[j + 1], a0, a1, a2, a3, bv[2], bv[3]);
+#pragma unroll
+            for (int mt = 0; mt < C::kMT; ++mt) {
+              mma_f16(o[mt][j], a[mt][0], a[mt][1], a[mt][2], a[mt][3], bv[0], bv[1]);
+              mma_f16(o[mt][j + 1], a[mt][0], a[mt][1], a[mt][2], a[mt][3], bv[2], bv[3]);
+            }
           }
         }
       }
@@ -231,25 +260,26 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
       __syncthreads();
     }
 
-    // ---- normalize and write this warp's 16 rows
+    // ---- normalize and write this warp's 32 rows
 #pragma unroll
-    for (int rr = 0; rr < 2; ++rr) {
-      l[rr] += __shfl_xor_sync(0xffffffffu, l[rr], 1);
-      l[rr] += __shfl_xor_sync(0xffffffffu, l[rr], 2);
-    }
+    for (int mt = 0; mt < C::kMT; ++mt) {
 #pragma unroll
-    for (int rr = 0; rr < 2; ++rr) {
-      const int row = row0 + warp * 16 + g + rr * 8;
-      if (row >= n_rows) continue;
-      const float f = l[rr] > 0.f ? vscale / l[rr] : 0.f;
-      const int qi = row / G, hh = row - qi * G;
-      const int64_t orow_index = int64_t(q_start + qi) * p.Hq + h * G + hh;
-      __nv_bfloat16* orow = p.out + orow_index * p.DV;
-      if (p.lse != nullptr && t == 0) p.lse[orow_index] = l[rr] > 0.f ? (m[rr] + __log2f(l[rr])) * kLn2 : -INFINITY;
+      for (int rr = 0; rr < 2; ++rr) {
+        float lsum = l[mt][rr];
+        lsum += __shfl_xor_sync(0xffffffffu, lsum, 1);
+        lsum += __shfl_xor_sync(0xffffffffu, lsum, 2);
+        const int row = row0 + warp * C::kRowsWarp + mt * 16 + g + rr * 8;
+        if (row >= n_rows) continue;
+        const float f = lsum > 0.f ? vscale / lsum : 0.f;
+        const int qi = row / G, hh = row - qi * G;
+        const int64_t orow_index = int64_t(q_start + qi) * p.Hq + h * G + hh;
+        __nv_bfloat16* orow = p.out + orow_index * p.DV;
+        if (p.lse != nullptr && t == 0) p.lse[orow_index] = lsum > 0.f ? (m[mt][rr] + __log2f(lsum)) * kLn2 : -INFINITY;
 #pragma unroll
-      for (int j = 0; j < D / 8; ++j) {
-        const __nv_bfloat162 v2 = __floats2bfloat162_rn(o[j][2 * rr] * f, o[j][2 * rr + 1] * f);
-        *reinterpret_cast<__nv_bfloat162*>(orow + j * 8 + 2 * t) = v2;
+        for (int j = 0; j < D / 8; ++j) {
+          const __nv_bfloat162 v2 = __floats2bfloat162_rn(o[mt][j][2 * rr] * f, o[mt][j][2 * rr + 1] * f);
+          *reinterpret_cast<__nv_bfloat162*>(orow + j * 8 + 2 * t) = v2;
+        }
       }
     }
   }
