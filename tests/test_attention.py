@@ -129,7 +129,8 @@ def run_and_check(args, causal=True, max_q_len=-1):
 
 # ---------------------------------------------------------------- GPU: decode
 # Kernel layouts (docs/attention.md), each forced by its knob: "rows16" (the 16-row layout, every other
-# layout off), "rows8" (keys on the MMA's M side), "prefill" (128-row FA2 layout, q_len > 1, D = D_v in
+# layout off), "rows8" (keys on the MMA's M side), "prefill" (FA2 layout: 128-row CTAs for q_len > 1,
+# 64-row for decode; D = D_v in
 # {64, 128}), "latent" (8-warp MLA layout, D 576 / DV 512 only); "auto" = the launcher's choice by shape.
 LAYOUTS = {"auto": {}, "rows16": {"K2K_ATTN_ROWS8": "0", "K2K_ATTN_PREFILL": "0", "K2K_ATTN_LATENT": "0"},
            "rows8": {"K2K_ATTN_ROWS8": "1"}, "prefill": {"K2K_ATTN_PREFILL": "1"}, "latent": {"K2K_ATTN_LATENT": "1"}}
@@ -144,7 +145,7 @@ def set_layout(monkeypatch, layout):
 @gpu
 @pytest.mark.parametrize("name,Hq,Hkv,D,DV,latent,page", SHAPES, ids=[s[0] for s in SHAPES])
 @pytest.mark.parametrize("per_head", [False, True], ids=["scale_tensor", "scale_head"])
-@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8"])
+@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8", "prefill"])
 def test_decode_ragged(monkeypatch, name, Hq, Hkv, D, DV, latent, page, per_head, layout):
     set_layout(monkeypatch, layout)
     seq_lens = [1, 17, page * 3 + 5, 300, 1000]            # seq_len 1, lengths off the page grid
@@ -153,7 +154,7 @@ def test_decode_ragged(monkeypatch, name, Hq, Hkv, D, DV, latent, page, per_head
 
 
 @gpu
-@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8"])
+@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8", "prefill"])
 def test_decode_small(monkeypatch, layout):
     """Small case for compute-sanitizer (-k small)."""
     set_layout(monkeypatch, layout)
@@ -184,7 +185,7 @@ def test_decode_latent_layout(monkeypatch, name, Hq, Hkv, D, DV, latent, page, s
 
 @gpu
 @pytest.mark.parametrize("splits", ["1", "3", "37"])
-@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8"])
+@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8", "prefill"])
 def test_decode_forced_splits(monkeypatch, splits, layout):
     """Both paths: direct write (1 split) and split + merge, including more splits than chunks."""
     set_layout(monkeypatch, layout)
@@ -237,6 +238,25 @@ def test_prefill_hint_too_small_and_unknown(monkeypatch, layout):
     args = make_case(q_lens, seq_lens, 16, 2, 128, 128, False, 16)
     run_and_check(args, max_q_len=-1)
     run_and_check(args, max_q_len=1)
+
+
+@gpu
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])
+@pytest.mark.parametrize("splits", ["1", "3", "7"])
+@pytest.mark.parametrize("case", ["decode_group64", "decode_group32", "chunked"])
+def test_prefill_layout_splits(monkeypatch, splits, case, causal):
+    """The prefill layout with key-range splits (partial O / LSE + merge): decode with large GQA groups
+    (its default there) and chunked prefill, more splits than some rows' chunks."""
+    set_layout(monkeypatch, "prefill")
+    monkeypatch.setenv("K2K_ATTN_SPLITS", splits)
+    if case == "chunked":
+        q_lens, seq_lens = [1, 37, 130, 5], [1, 37, 300, 69]
+        run_and_check(make_case(q_lens, seq_lens, 16, 2, 128, 128, False, 16), causal=causal, max_q_len=max(q_lens))
+    else:
+        Hq = 128 if case == "decode_group64" else 64
+        seq_lens = [1, 17, 53, 300, 1000]
+        run_and_check(make_case([1] * len(seq_lens), seq_lens, Hq, 2, 128, 128, False, 16, per_head=True),
+                      causal=causal)
 
 
 @gpu
@@ -393,10 +413,12 @@ def test_bad_inputs_cuda():
 # here (the same keys as no window). Each case checks out and lse of every layout against the reference.
 WINDOWS = [0, 1, 15, 16, 63, 100, 5000]
 WINDOW_DECODE_SHAPES = [s for s in SHAPES if s[0] in ("gqa8_d128_p16", "gqa8_d128_p64", "mha_d64_p16", "gqa4_d64_p64",
-                                                       "gqa16_d128_p16", "gqa4_d256_p16", "latent16_d576_p16",
-                                                       "latent64_d576_p64")]
-# (layout, shape): the three decode layouts on every shape, the latent layout on the latent shapes
+                                                       "gqa16_d128_p16", "mqa128_d128_p64", "gqa4_d256_p16",
+                                                       "latent16_d576_p16", "latent64_d576_p64")]
+# (layout, shape): the three decode layouts on every shape, the prefill layout (decode with large
+# groups) on the D 64 / 128 shapes, the latent layout on the latent shapes
 WINDOW_DECODE_CASES = [(lay, s) for s in WINDOW_DECODE_SHAPES for lay in ("auto", "rows16", "rows8")] + \
+                      [("prefill", s) for s in WINDOW_DECODE_SHAPES if s[3] in (64, 128) and s[3] == s[4]] + \
                       [("latent", s) for s in WINDOW_DECODE_SHAPES if s[5]]
 
 

@@ -90,6 +90,17 @@ int choose_splits(int64_t base_ctas, int64_t key_bound, int64_t capacity) {
   return int(std::max<int64_t>(1, std::min<int64_t>(s, 64)));
 }
 
+// Decode with GQA groups >= 32 takes the 64-row prefill layout from this many (sequence, KV head)
+// pairs on: fewer leave its grid (pairs x key splits of >= 512 keys) too small. H200, Hq 128 / 8K,
+// forced on vs off (seventh session): 1 x 4 pairs 31.3 vs 29.9 us, 2 x 2 35.0 vs 36.2, 2 x 4 31.7 vs
+// 37.4, 4 x 2 35.6 vs 45.2, 1 x 2 34.8 vs 29.6.
+constexpr int64_t kPrefillDecodeMinHeads = 8;
+
+int layout_id(const k2k::Fp8AttnParams& p) {
+  if (p.prefill) return p.prefill_m_tiles == 1 ? k2k::kLayoutPrefill64 : k2k::kLayoutPrefill128;
+  return p.rows8 ? k2k::kLayoutRows8 : k2k::kLayoutRows16;
+}
+
 // Both ops: (out, lse); lse is [Tq, H_q] fp32 (natural log) when want_lse, else an empty tensor.
 std::tuple<at::Tensor, at::Tensor> fp8_kv_attention_impl(
     const at::Tensor& q, const at::Tensor& k_cache, const std::optional<at::Tensor>& v_cache, const at::Tensor& block_table,
@@ -188,6 +199,7 @@ std::tuple<at::Tensor, at::Tensor> fp8_kv_attention_impl(
   //     session: B=32 8K 145-159 us, 32K 587 us);
   //   prefill (FA2 CTAs, K/V in smem) for q_len > 1 with D = D_v in {64, 128}: 8K causal 5.27 vs
   //     11.13 ms with 64-row CTAs; 128-row CTAs (seventh session) 4.41-4.44 ms, 512 tokens 51.8 us;
+  //     also (64-row CTAs, key splits) for decode with GQA groups >= 32 (see below);
   //   latent (8-warp MLA, D 576 / D_v 512) from 8 sequences: B=32 275 vs 534 us, B=8 97.8 vs 158.6;
   //     at B=1 it is slower (93.7 vs 59.3), so small batches keep the 16-row layout.
   // Otherwise the 16-row layout.
@@ -198,7 +210,7 @@ std::tuple<at::Tensor, at::Tensor> fp8_kv_attention_impl(
   const bool decode = q_est == 1;
   const int k_rows8 = knob("K2K_ATTN_ROWS8"), k_prefill = knob("K2K_ATTN_PREFILL"), k_latent = knob("K2K_ATTN_LATENT");
   const bool latent_ok = k2k::fp8_attention_latent_supported(int(D), int(DV));
-  const bool prefill_ok = q_est > 1 && k2k::fp8_attention_prefill_supported(int(D), int(DV));
+  const bool prefill_ok = k2k::fp8_attention_prefill_supported(int(D), int(DV));
   p.rows8 = p.prefill = p.latent = 0;
   if (k_rows8 == 1) {                               // forced layouts first (tests, benchmarks)
     p.rows8 = 1;
@@ -208,23 +220,33 @@ std::tuple<at::Tensor, at::Tensor> fp8_kv_attention_impl(
     p.prefill = 1;
   } else {                                          // defaults; a knob set to 0 rules its layout out
     p.latent = k_latent != 0 && latent_ok && decode && B >= 8;
-    p.prefill = !p.latent && k_prefill != 0 && prefill_ok;
+    // decode with GQA groups >= 32: the prefill layout with 64-row CTAs (one CTA converts its KV head's
+    // K/V once for the whole group; the 16-row layout converts it once per 16 heads and is
+    // compute-bound there) when the grid has enough (sequence, KV head) pairs: kPrefillDecodeMinHeads.
+    p.prefill = !p.latent && k_prefill != 0 && prefill_ok &&
+                (!decode || (p.group >= 32 && B * Hkv >= kPrefillDecodeMinHeads));
     p.rows8 = !p.latent && !p.prefill && k_rows8 != 0 && decode && p.group <= 8;
   }
-  const int rows_per_tile = p.prefill ? 128 : p.latent ? 64 : p.rows8 ? 8 : 16;
+  // prefill layout: 128-row CTAs (two m16 tiles per warp) for q_len > 1; 64-row CTAs for decode,
+  // where a KV head has only its group's rows.
+  p.prefill_m_tiles = p.prefill ? (decode ? 1 : 2) : 0;
+  const int rows_per_tile = p.prefill ? 64 * p.prefill_m_tiles : p.latent ? 64 : p.rows8 ? 8 : 16;
   p.row_tiles = int(std::max<int64_t>(1, (q_est * p.group + rows_per_tile - 1) / rows_per_tile));
   const int dvc = k2k::fp8_attention_dv_chunk(int(D), int(DV));
   p.dv_chunks = (p.prefill || p.latent) ? 1 : int(DV / dvc);
   int sms = 0;
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, q.get_device());   // an attribute query, no sync
   const int64_t capacity = int64_t(sms) * (p.latent ? k2k::fp8_attention_latent_ctas_per_sm(q.get_device())
-                                                      : k2k::fp8_attention_ctas_per_sm(int(D), p.rows8 != 0, q.get_device()));
+                                                      : k2k::fp8_attention_ctas_per_sm(int(D), layout_id(p), q.get_device()));
   // Keys one row tile can see: the cache bound, or with a window its w + 1 keys per token plus one per
   // further token of the tile (at most min(q_len, rows per tile) tokens), so splits follow the window.
   int64_t key_bound = int64_t(p.max_pages) * page_size;
   // (p.window_left: clamped to INT_MAX above, so the sum cannot overflow for any window_left the check admits)
   if (window_left >= 0) key_bound = std::min(key_bound, int64_t(p.window_left) + std::min<int64_t>(q_est, rows_per_tile));
-  p.num_splits = p.prefill ? 1 : choose_splits(B * Hkv * p.row_tiles * p.dv_chunks, key_bound, capacity);
+  // The prefill layout splits keys for decode; with q_len > 1 it keeps one split unless K2K_ATTN_SPLITS
+  // forces more (tests) — splitting chunked prefill is not measured.
+  const bool one_split = p.prefill && !decode && std::getenv("K2K_ATTN_SPLITS") == nullptr;
+  p.num_splits = one_split ? 1 : choose_splits(B * Hkv * p.row_tiles * p.dv_chunks, key_bound, capacity);
   at::Tensor part_o, part_lse;
   if (p.num_splits > 1) {
     part_o = at::empty({p.num_splits, Tq, Hq, DV}, q.options().dtype(at::kFloat));

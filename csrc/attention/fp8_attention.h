@@ -31,9 +31,12 @@ struct Fp8AttnParams {
   int window_left;               // sliding window (causal): the row at key position pos sees keys pos - window_left .. pos;
                                  // INT_MAX without one (the host maps -1), so one unsigned compare tests both edges
   int latent;                    // 1: MLA-latent decode layout (D 576 / DV 512, 8 warps, 64 rows per CTA)
-  int prefill;                   // 1: prefill layout (128-row CTAs, K/V converted once into shared memory)
+  int prefill;                   // 1: prefill layout (FA2 CTAs, K/V converted once into shared memory;
+                                 //    q_len > 1, and decode with large GQA groups)
+  int prefill_m_tiles;           // prefill layout: m16 tiles per warp, 2 (128-row CTAs, q_len > 1) or
+                                 //    1 (64-row CTAs, decode: a KV head's group is <= 64 rows)
   int rows8;                     // 1: decode layout for group <= 8 (8-row tiles, keys in the MMA M dimension)
-  int row_tiles;                 // grid tiles of 16 rows (8 rows8, 128 prefill, 64 latent) per (sequence, KV head); CTAs loop past it
+  int row_tiles;                 // grid tiles of 16 rows (8 rows8, 64 x prefill_m_tiles prefill, 64 latent) per (sequence, KV head); CTAs loop past it
   int num_splits;                // key-range splits (flash-decoding); 1 = write out directly
   int dv_chunks;                 // output-channel chunks (DV / DVC) computed by separate CTAs
 };
@@ -49,8 +52,10 @@ bool fp8_attention_prefill_supported(int D, int DV);
 // Whether the latent layout (fp8_attention_latent.cuh) exists for (D, DV), and its resident CTAs per SM.
 bool fp8_attention_latent_supported(int D, int DV);
 int fp8_attention_latent_ctas_per_sm(int device);
-// Resident CTAs per SM of the (D, layout) kernel on `device` (occupancy query, cached).
-int fp8_attention_ctas_per_sm(int D, bool rows8, int device);
+// Resident CTAs per SM of the (D, layout) kernel on `device` (occupancy query, cached; the prefill
+// layout exists for D 64 and 128 only, with 64-row (1 m16 tile per warp) or 128-row CTAs).
+enum Fp8AttnLayout : int { kLayoutRows16 = 0, kLayoutRows8 = 1, kLayoutPrefill64 = 2, kLayoutPrefill128 = 3 };
+int fp8_attention_ctas_per_sm(int D, int layout, int device);
 // ln 2: the kernels keep log-sum-exps in the log2 domain; p.lse is natural-log.
 constexpr float kLn2 = 0.6931471805599453f;
 // Launch the split kernel (and the merge when num_splits > 1) on `stream`.

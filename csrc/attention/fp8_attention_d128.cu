@@ -1,5 +1,5 @@
 // Instantiation unit of the FP8-KV attention kernels for D_qk = 128, 128 output channels per CTA
-// (all layouts: 16-row tiles, rows8 decode for GQA groups <= 8, and the 128-row prefill layout).
+// (all layouts: 16-row tiles, rows8 decode for GQA groups <= 8, and the prefill layout, 64- and 128-row CTAs).
 #include "attention/fp8_attention_prefill.cuh"
 #include "attention/fp8_attention_rows8.cuh"
 #include "common/smem_budget.h"
@@ -11,10 +11,14 @@ K2K_SMEM_BUDGET(fp8_attention_rows8_d128_dvc128, (Cfg8<128, 128>::kSmemBytes));
 cudaError_t launch_d128(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream) {
   return launch_config<128, 128>(p, n_ctas, stream);
 }
-K2K_SMEM_BUDGET(fp8_attention_prefill_d128, (CfgP<128>::kSmemBytes));
+K2K_SMEM_BUDGET(fp8_attention_prefill_d128_m1, (CfgP<128, 1>::kSmemBytes));
+K2K_SMEM_BUDGET(fp8_attention_prefill_d128_m2, (CfgP<128, 2>::kSmemBytes));
 cudaError_t launch_prefill_d128(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream) {
   return launch_prefill<128>(p, n_ctas, stream);
 }
 int ctas_per_sm_d128(bool rows8) { return ctas_per_sm<128, 128>(rows8); }
+int ctas_per_sm_prefill_d128(int m_tiles) {
+  return m_tiles == 1 ? ctas_per_sm_prefill<128, 1>() : ctas_per_sm_prefill<128, 2>();
+}
 }  // namespace attn
 }  // namespace k2k

@@ -21,6 +21,8 @@ int ctas_per_sm_d64(bool rows8);
 int ctas_per_sm_d128(bool rows8);
 int ctas_per_sm_d256(bool rows8);
 int ctas_per_sm_d576(bool rows8);
+int ctas_per_sm_prefill_d64(int m_tiles);
+int ctas_per_sm_prefill_d128(int m_tiles);
 }  // namespace attn
 
 cudaError_t launch_fp8_attention_merge(const float* part_o, const float* part_lse, __nv_bfloat16* out, float* lse, int splits,
@@ -40,8 +42,10 @@ int dv_chunk_of(int D) {
 }
 int smem_of(int D) {
   switch (D) {
-    case 64: return std::max({attn::Cfg<64, 64>::kSmemBytes, attn::Cfg8<64, 64>::kSmemBytes, attn::CfgP<64>::kSmemBytes});
-    case 128: return std::max({attn::Cfg<128, 128>::kSmemBytes, attn::Cfg8<128, 128>::kSmemBytes, attn::CfgP<128>::kSmemBytes});
+    case 64: return std::max({attn::Cfg<64, 64>::kSmemBytes, attn::Cfg8<64, 64>::kSmemBytes, attn::CfgP<64, 1>::kSmemBytes,
+                                 attn::CfgP<64, 2>::kSmemBytes});
+    case 128: return std::max({attn::Cfg<128, 128>::kSmemBytes, attn::Cfg8<128, 128>::kSmemBytes, attn::CfgP<128, 1>::kSmemBytes,
+                                 attn::CfgP<128, 2>::kSmemBytes});
     case 256: return std::max(attn::Cfg<256, 128>::kSmemBytes, attn::Cfg8<256, 128>::kSmemBytes);
     case 576: return std::max({attn::Cfg<576, 256>::kSmemBytes, attn::Cfg8<576, 256>::kSmemBytes, attn::CfgL::kSmemBytes});
     default: return 0;
@@ -72,18 +76,25 @@ int fp8_attention_latent_ctas_per_sm(int device) {
   return cache[device];
 }
 
-int fp8_attention_ctas_per_sm(int D, bool rows8, int device) {
+int fp8_attention_ctas_per_sm(int D, int layout, int device) {
   // Cached per (device, D, layout): the occupancy query is host-only but not free.
-  static int cache[16][4][2] = {};
+  static int cache[16][4][4] = {};
   const int di = D == 64 ? 0 : D == 128 ? 1 : D == 256 ? 2 : 3;
   if (device < 0 || device >= 16) device = 0;
-  int& slot = cache[device][di][rows8 ? 1 : 0];
+  if (layout < kLayoutRows16 || layout > kLayoutPrefill128) layout = kLayoutRows16;
+  int& slot = cache[device][di][layout];
   if (slot == 0) {
-    switch (D) {
-      case 64: slot = attn::ctas_per_sm_d64(rows8); break;
-      case 128: slot = attn::ctas_per_sm_d128(rows8); break;
-      case 256: slot = attn::ctas_per_sm_d256(rows8); break;
-      default: slot = attn::ctas_per_sm_d576(rows8); break;
+    const bool rows8 = layout == kLayoutRows8;
+    if (layout == kLayoutPrefill64 || layout == kLayoutPrefill128) {
+      const int m_tiles = layout == kLayoutPrefill64 ? 1 : 2;
+      slot = D == 64 ? attn::ctas_per_sm_prefill_d64(m_tiles) : attn::ctas_per_sm_prefill_d128(m_tiles);
+    } else {
+      switch (D) {
+        case 64: slot = attn::ctas_per_sm_d64(rows8); break;
+        case 128: slot = attn::ctas_per_sm_d128(rows8); break;
+        case 256: slot = attn::ctas_per_sm_d256(rows8); break;
+        default: slot = attn::ctas_per_sm_d576(rows8); break;
+      }
     }
   }
   return slot;
@@ -100,9 +111,15 @@ cudaError_t launch_fp8_attention(const Fp8AttnParams& p, cudaStream_t stream) {
     return launch_fp8_attention_merge(p.part_o, p.part_lse, p.out, p.lse, p.num_splits, int64_t(p.Tq) * p.Hq, p.DV, stream);
   }
   if (p.prefill) {
-    if (p.D == 64) return attn::launch_prefill_d64(p, n_ctas, stream);
-    if (p.D == 128) return attn::launch_prefill_d128(p, n_ctas, stream);
-    return cudaErrorInvalidValue;
+    if (p.D == 64) {
+      e = attn::launch_prefill_d64(p, n_ctas, stream);
+    } else if (p.D == 128) {
+      e = attn::launch_prefill_d128(p, n_ctas, stream);
+    } else {
+      return cudaErrorInvalidValue;
+    }
+    if (e != cudaSuccess || p.num_splits == 1) return e;
+    return launch_fp8_attention_merge(p.part_o, p.part_lse, p.out, p.lse, p.num_splits, int64_t(p.Tq) * p.Hq, p.DV, stream);
   }
   switch (p.D) {
     case 64: e = attn::launch_d64(p, n_ctas, stream); break;

@@ -1,4 +1,4 @@
-// Flash-decoding merge: combine the key-range splits of fp8_attention_kernel.
+// Flash-decoding merge: combine the key-range splits of the split layouts (16-row, rows8, latent, prefill).
 // Split s wrote its normalized output O_s and lse_s = log2 sum_k 2^(s_k) (log2 domain, -inf if it
 // saw no key); out = sum_s 2^(lse_s - M) O_s / sum_s 2^(lse_s - M), M = max_s lse_s. One thread per
 // 4 output channels; memory bound and small next to the KV read. With lse != nullptr the row's first

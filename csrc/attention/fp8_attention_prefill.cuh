@@ -1,25 +1,33 @@
-// Prefill layout (q_len > 1; D_qk = D_v in {64, 128}): FlashAttention-2 structure on mma.sync.
-// One CTA = 128 packed (token, head) rows of one sequence and KV head; each of the 4 warps owns 32 rows
-// (two m16 tiles) and walks all keys. K/V chunks of 32 keys are converted FP8 -> f16 ONCE per CTA into
+// Prefill layout (q_len > 1, and decode with GQA groups >= 32; D_qk = D_v in {64, 128}): FlashAttention-2
+// structure on mma.sync.
+// One CTA = 64 * kMT packed (token, head) rows of one sequence and KV head; each of the 4 warps owns
+// kMT m16 tiles and walks all keys. K/V chunks of 32 keys are converted FP8 -> f16 ONCE per CTA into
 // shared memory (double buffered: the next chunk's bytes are in registers while the warps compute on
 // this one), and every warp reads them with ldmatrix, so the conversion and the global/L2 reads are
-// shared by 128 rows. Each K/V fragment a warp loads feeds both m-tiles' MMAs, and the two tiles' MMA
-// chains are independent: the 16-row-per-warp version stalled on dependent chains and ldmatrix
-// (Nsight, sixth session: "wait" 1.59, short scoreboard 0.96 warps per issue, 2 warps per scheduler).
-// Q stays in shared memory (its fragments are re-read per chunk) to leave registers for two O tiles. Same numerics as the decode kernels: f16 Q (clamped), exact f16 K/V, fp32
+// shared by all the CTA's rows. Q stays in shared memory (its fragments are re-read per chunk) to leave
+// registers for the O tiles. Same numerics as the decode kernels: f16 Q (clamped), exact f16 K/V, fp32
 // accumulation and softmax, k_scale folded into the exponent scale, v_scale into the output.
+// kMT = 2 (128-row CTAs) for q_len > 1: each K/V fragment a warp loads feeds both m-tiles' MMAs, and the
+// two tiles' MMA chains are independent (the one-tile version stalled on dependent chains and ldmatrix;
+// Nsight, sixth session: "wait" 1.59, short scoreboard 0.96 per issue). kMT = 1 (64-row CTAs) for
+// decode, where a KV head's rows are its GQA group (<= 64 used here): 128 rows would leave warps idle.
+// Key-range splits (flash-decoding) as in the decode layouts: with num_splits > 1 each CTA walks its
+// split's share of the chunks and writes normalized fp32 O and its log2 LSE for the merge. That
+// makes the layout usable for decode with large GQA groups (64 heads of a KV head in one CTA convert
+// each K/V byte once, where 16-row tiles convert it once per 16 heads).
 #pragma once
 #include "attention/fp8_attention_kernel.cuh"
 
 namespace k2k {
 namespace attn {
 
-template <int D>
+template <int D, int MT>
 struct CfgP {
   static_assert(D == 64 || D == 128, "prefill layout: D_qk = D_v in {64, 128}");
-  static constexpr int kMT = 2;                         // m16 tiles per warp
-  static constexpr int kRowsWarp = 16 * kMT;            // 32 rows
-  static constexpr int kRowsCta = kWarps * kRowsWarp;   // 128 rows
+  static_assert(MT == 1 || MT == 2, "prefill layout: 1 or 2 m16 tiles per warp");
+  static constexpr int kMT = MT;                        // m16 tiles per warp
+  static constexpr int kRowsWarp = 16 * kMT;            // 16 or 32 rows
+  static constexpr int kRowsCta = kWarps * kRowsWarp;   // 64 or 128 rows
   static constexpr int kKeys = 32;                      // keys per chunk
   static constexpr int kStride = D + 8;                 // f16 per smem row: +16 B keeps ldmatrix conflict-free
   static constexpr int kTile = kKeys * kStride;         // f16 elements of one K or V tile
@@ -55,19 +63,21 @@ __device__ __forceinline__ void store_f16x16(__half* dst, const uint4 v) {
   *reinterpret_cast<uint4*>(dst + 8) = make_uint4(h[4], h[5], h[6], h[7]);
 }
 
-template <int D>
+template <int D, int MT>
 __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(const Fp8AttnParams p) {
-  using C = CfgP<D>;
+  using C = CfgP<D, MT>;
   extern __shared__ __align__(16) uint8_t smem[];
   __half* q_s = reinterpret_cast<__half*>(smem);        // [kRowsCta][kStride]
   __half* tiles = q_s + C::kQElems;                      // [stage][K | V][kKeys][kStride]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 
-  int64_t idx = blockIdx.x;                              // dv_chunks == 1, num_splits == 1 here
+  int64_t idx = blockIdx.x;                              // dv_chunks == 1 here
   // Heaviest row tiles first: under a causal mask the last tiles see the most keys, and launched last
   // they would form the grid's tail.
   const int tile0 = p.row_tiles - 1 - int(idx % p.row_tiles);
   idx /= p.row_tiles;
+  const int split = int(idx % p.num_splits);
+  idx /= p.num_splits;
   const int h = int(idx % p.Hkv);
   const int b = int(idx / p.Hkv);
   const int q_start = __ldg(p.cu_seqlens_q + b);
@@ -85,7 +95,7 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
 
   for (int tile = tile0; tile * C::kRowsCta < n_rows; tile += p.row_tiles) {
     const int row0 = tile * C::kRowsCta;
-    // ---- Q (128 rows) -> f16 in shared memory (A fragments re-read per chunk with ldmatrix)
+    // ---- Q (kRowsCta rows) -> f16 in shared memory (A fragments re-read per chunk with ldmatrix)
     __syncthreads();
     for (int i = threadIdx.x; i < C::kRowsCta * (D / 8); i += kThreads) {
       const int r = i / (D / 8), cc = i % (D / 8), row = row0 + r;
@@ -100,7 +110,7 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
     }
     // (the barrier before the first chunk's math publishes q_s)
 
-    int lim[C::kMT][2];                                  // row warp * 32 + mt * 16 + g + rr * 8
+    int lim[C::kMT][2];                                  // row warp * kRowsWarp + mt * 16 + g + rr * 8
     int warp_end = 0;
 #pragma unroll
     for (int mt = 0; mt < C::kMT; ++mt)
@@ -125,6 +135,9 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
     const int key_begin = min(window_begin(L - q_len + row0 / G, p.window_left), key_end);
     const int kbase = key_begin & ~15;
     const int n_chunks = (key_end - kbase + C::kKeys - 1) / C::kKeys;
+    const int per_split = (n_chunks + p.num_splits - 1) / p.num_splits;
+    const int c_begin = min(n_chunks, split * per_split);
+    const int c_end = min(n_chunks, c_begin + per_split);
 
     // this thread's 16-byte pieces of a tile: key = u / (D/16), column = (u % (D/16)) * 16
     auto load = [&](int c, uint4 (&kr)[C::kLoads], uint4 (&vr)[C::kLoads]) {
@@ -162,17 +175,18 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
 #pragma unroll
     for (int mt = 0; mt < C::kMT; ++mt) m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.f;
     uint4 kr[C::kLoads], vr[C::kLoads];
-    if (n_chunks > 0) {
-      load(0, kr, vr);
+    if (c_begin < c_end) {
+      load(c_begin, kr, vr);
       store(0, kr, vr);
     }
     __syncthreads();                                     // q_s and stage 0 written
     const __half* q_warp = q_s + (warp * C::kRowsWarp + (lane & 7) + ((lane >> 3) & 1) * 8) * C::kStride + (lane >> 4) * 8;
-    for (int c = 0; c < n_chunks; ++c) {
-      if (c + 1 < n_chunks) load(c + 1, kr, vr);         // in flight during this chunk's math
+    for (int c = c_begin; c < c_end; ++c) {
+      const int stage = (c - c_begin) & 1;
+      if (c + 1 < c_end) load(c + 1, kr, vr);            // in flight during this chunk's math
       const int kb = kbase + c * C::kKeys;
       if (kb < warp_end && kb + C::kKeys > warp_begin) {
-        const __half* ks = tiles + (c & 1) * 2 * C::kTile;
+        const __half* ks = tiles + stage * 2 * C::kTile;
         const __half* vs = ks + C::kTile;
         // ---- S = Q K^T for both m-tiles: kNT n-tiles of 8 keys; each K fragment feeds 2 x 2 MMAs
         float s[C::kMT][C::kNT][4];
@@ -256,11 +270,11 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
           }
         }
       }
-      if (c + 1 < n_chunks) store((c + 1) & 1, kr, vr);  // stage (c+1)&1 was last read in chunk c-1
+      if (c + 1 < c_end) store(stage ^ 1, kr, vr);       // that stage was last read in chunk c - 1
       __syncthreads();
     }
 
-    // ---- normalize and write this warp's 32 rows
+    // ---- normalize and write this warp's kRowsWarp rows
 #pragma unroll
     for (int mt = 0; mt < C::kMT; ++mt) {
 #pragma unroll
@@ -271,10 +285,20 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
         const int row = row0 + warp * C::kRowsWarp + mt * 16 + g + rr * 8;
         if (row >= n_rows) continue;
         const float f = lsum > 0.f ? vscale / lsum : 0.f;
+        const float lse2 = lsum > 0.f ? m[mt][rr] + __log2f(lsum) : -INFINITY;   // log2 domain
         const int qi = row / G, hh = row - qi * G;
         const int64_t orow_index = int64_t(q_start + qi) * p.Hq + h * G + hh;
+        if (p.num_splits > 1) {                          // normalized partial O and LSE for the merge
+          const int64_t prow = int64_t(split) * p.Tq * p.Hq + orow_index;
+          float* po = p.part_o + prow * p.DV;
+          if (t == 0) p.part_lse[prow] = lse2;
+#pragma unroll
+          for (int j = 0; j < D / 8; ++j)
+            *reinterpret_cast<float2*>(po + j * 8 + 2 * t) = make_float2(o[mt][j][2 * rr] * f, o[mt][j][2 * rr + 1] * f);
+          continue;
+        }
         __nv_bfloat16* orow = p.out + orow_index * p.DV;
-        if (p.lse != nullptr && t == 0) p.lse[orow_index] = lsum > 0.f ? (m[mt][rr] + __log2f(lsum)) * kLn2 : -INFINITY;
+        if (p.lse != nullptr && t == 0) p.lse[orow_index] = lse2 * kLn2;
 #pragma unroll
         for (int j = 0; j < D / 8; ++j) {
           const __nv_bfloat162 v2 = __floats2bfloat162_rn(o[mt][j][2 * rr] * f, o[mt][j][2 * rr + 1] * f);
@@ -285,16 +309,35 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
   }
 }
 
-template <int D>
-cudaError_t launch_prefill(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream) {
-  constexpr int kSmem = CfgP<D>::kSmemBytes;
-  auto kernel = fp8_attention_prefill_kernel<D>;
+// Resident CTAs per SM of the prefill kernel (registers + shared memory), for the split heuristic.
+template <int D, int MT>
+int ctas_per_sm_prefill() {
+  constexpr int kSmem = CfgP<D, MT>::kSmemBytes;
+  auto kernel = fp8_attention_prefill_kernel<D, MT>;
+  if (kSmem > 48 * 1024) cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+  int n = 0;
+  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kThreads, kSmem);
+  return n > 0 ? n : 1;
+}
+
+template <int D, int MT>
+cudaError_t launch_prefill_mt(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream) {
+  constexpr int kSmem = CfgP<D, MT>::kSmemBytes;
+  auto kernel = fp8_attention_prefill_kernel<D, MT>;
   if (kSmem > 48 * 1024) {
     const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
     if (e != cudaSuccess) return e;
   }
   kernel<<<dim3(static_cast<unsigned>(n_ctas)), kThreads, kSmem, stream>>>(p);
   return cudaGetLastError();
+}
+
+// p.prefill_m_tiles picks the instantiation: 2 (128-row CTAs) or 1 (64-row CTAs).
+template <int D>
+cudaError_t launch_prefill(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream) {
+  if (p.prefill_m_tiles == 2) return launch_prefill_mt<D, 2>(p, n_ctas, stream);
+  if (p.prefill_m_tiles == 1) return launch_prefill_mt<D, 1>(p, n_ctas, stream);
+  return cudaErrorInvalidValue;
 }
 
 }  // namespace attn
