@@ -368,17 +368,44 @@ def test_graph_replay_equals_eager(K, kernel, monkeypatch):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["linear", "tiled"])     # tiled: the bulk kernel (sm_90+) and its prefetch
 @pytest.mark.parametrize("bad", ["decreasing", "too_big", "negative"])
-def test_bad_offsets_stay_in_bounds(bad):
+def test_bad_offsets_stay_in_bounds(bad, layout):
     """Offsets the reference rejects must not crash or read/write out of bounds (clamped to [0, M])."""
-    E, N, K = 4, 64, 256
-    w, s, alpha = make_weights(E, N, K, "bytes", "cuda")
+    E, N, K = 4, 64, 512
+    w, s, alpha = make_weights(E, N, K, "bytes", "cuda", layout)
     vals = {"decreasing": [0, 5, 2, 7, 6], "too_big": [0, 3, 100, 100, 1 << 30], "negative": [0, -4, 3, -1, 6]}[bad]
     offsets = torch.tensor(vals, dtype=torch.int32, device="cuda")
     a = torch.randn(6, K, device="cuda").to(torch.bfloat16)
-    out = torch.ops.k2kernels.moe_gemm(a, w, s, alpha, offsets)
+    out = torch.ops.k2kernels.moe_gemm(a, w, s, alpha, offsets, scale_layout=layout)
     torch.cuda.synchronize()
     assert out.shape == (6, N)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("writes", ["offsets", "activations"])
+def test_bulk_kernel_after_a_kernel_that_writes_its_inputs(writes):
+    """The bulk kernel is launched with programmatic dependent launch and prefetches weights chosen from
+    offsets it reads before griddepcontrol.wait. Right after a kernel that writes its offsets (or its
+    activations), it must still use the new values: each round switches between two routings."""
+    E, N, K = 8, 128, 1024
+    w, s, alpha = make_weights(E, N, K, "bytes", "cuda", "tiled")
+    routings = [offsets_from_counts(c, "cuda") for c in ((1, 0, 2, 1, 0, 0, 1, 1), (0, 3, 0, 0, 2, 1, 0, 0))]
+    acts = [torch.randn(6, K, device="cuda").to(torch.bfloat16) for _ in range(2)]
+    offsets, a = routings[0].clone(), acts[0].clone()
+    for i in range(6):
+        j = (i + 1) % 2
+        poison_allocator(a.shape[0] * N * 2)                 # before the writer: nothing may come between
+        if writes == "offsets":
+            torch.add(routings[j], 0, out=offsets)          # an elementwise kernel, the GEMM's predecessor
+        else:
+            torch.mul(acts[j], 1, out=a)
+        out = torch.ops.k2kernels.moe_gemm(a, w, s, alpha, offsets, "bf16", None, "tiled")
+        torch.cuda.synchronize()
+        want_offsets = routings[j] if writes == "offsets" else offsets
+        assert_close(out, cheap_reference(a, w, s, alpha, want_offsets, "tiled"))
+        if writes == "activations":
+            assert torch.equal(a, acts[j])
 
 
 @pytest.mark.gpu

@@ -1,6 +1,7 @@
 // Row gather into expert order (x[T, H] -> a[M, H]): each block copies one chunk of columns of one
 // output row with 16-byte vectors (a scalar tail loop covers H % 8 or unaligned rows).
 #include "fused_moe/fused_moe.h"
+#include "common/pdl.cuh"
 #include "fused_moe/vec.cuh"
 
 namespace k2k {
@@ -9,6 +10,7 @@ namespace {
 __global__ void __launch_bounds__(fmoe::kThreads)
 moe_gather_kernel(const __nv_bfloat16* __restrict__ x, const int32_t* __restrict__ pairs, __nv_bfloat16* __restrict__ out,
                   int64_t T, int64_t H, int64_t M, int top_k, bool vec) {
+  pdl_launch_dependents();   // the next kernel (a moe_gemm launched with PDL) may start its prologue now
   const int64_t c0 = int64_t(blockIdx.x) * fmoe::kColsPerBlock;
   for (int64_t r = blockIdx.y; r < M; r += gridDim.y) {
     const int64_t p = pairs[r];

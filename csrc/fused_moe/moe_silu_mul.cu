@@ -1,6 +1,7 @@
 // SiLU(gate) * up over the gate_up GEMM output [M, 2I] -> [M, I]; fp32 math with expf (not __expf)
 // so the result matches torch's silu to an ulp before the bf16 rounding.
 #include "fused_moe/fused_moe.h"
+#include "common/pdl.cuh"
 #include "fused_moe/vec.cuh"
 
 namespace k2k {
@@ -11,6 +12,7 @@ __device__ __forceinline__ float silu_mul(float g, float u) { return g / (1.0f +
 __global__ void __launch_bounds__(fmoe::kThreads)
 moe_silu_mul_kernel(const __nv_bfloat16* __restrict__ gu, __nv_bfloat16* __restrict__ out, int64_t M, int64_t I,
                     bool vec) {
+  pdl_launch_dependents();   // the next kernel (a moe_gemm launched with PDL) may start its prologue now
   const int64_t c0 = int64_t(blockIdx.x) * fmoe::kColsPerBlock;
   for (int64_t r = blockIdx.y; r < M; r += gridDim.y) {
     const __nv_bfloat16* g = gu + r * 2 * I;

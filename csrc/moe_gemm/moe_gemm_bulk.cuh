@@ -61,6 +61,7 @@ __device__ __forceinline__ long long k2k_globaltimer() {
 #define K2K_BULK_STAMP_LAST(slot, value) ((void)0)
 #endif
 
+#include "common/pdl.cuh"
 #include "moe_gemm/moe_gemm.h"
 #include "moe_gemm/moe_gemm_common.cuh"
 #include "moe_gemm/moe_gemm_mma.cuh"
@@ -104,6 +105,52 @@ __device__ __forceinline__ void wait_phase(uint64_t* bar, uint32_t parity) {
   while (!cuda::ptx::mbarrier_try_wait_parity(bar, parity)) {
   }
 }
+
+// Expert offset e read while the stream's previous kernel may still be writing it (before pdl_wait):
+// a relaxed load (not the read-only cache path, whose line could outlive the wait), clamped to [0, M].
+// Its value only chooses which weights to prefetch into L2.
+__device__ __forceinline__ int64_t racy_offset(const MoeGemmParams& p, int e) {
+  int v;
+  asm volatile("ld.relaxed.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p.expert_offsets + e));
+  return v < 0 ? 0 : (v > p.M ? p.M : v);
+}
+
+// cp.async.bulk.prefetch.L2 (sm_90): bring `bytes` (a multiple of 16, 16-byte aligned) into L2.
+__device__ __forceinline__ void prefetch_l2(const void* gmem, uint32_t bytes) {
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(gmem), "r"(bytes) : "memory");
+}
+
+// Before pdl_wait (the kernel may overlap the previous kernel, e.g. fused_moe's gather or SiLU): one
+// warp finds this CTA's first unit from racy offsets (the (blockIdx.x / ntiles)-th expert with rows)
+// and prefetches its first kSteps weight and scale tiles into L2, so the copies after the wait hit L2.
+// Any offsets give an expert in [0, E) and a tile inside w / w_scale; L2 is coherent, so a prefetch
+// never returns stale data. E <= 32 * kMaxExpertWords.
+template <class Cfg, int kSteps>
+__device__ __forceinline__ void prefetch_first_unit(const MoeGemmParams& p, int ntiles, int lane) {
+  const int want = blockIdx.x / ntiles;                    // rank of this CTA's expert among those with rows
+  int seen = 0, expert = -1;
+  for (int base = 0; base < p.E && expert < 0; base += 32) {
+    const int e = base + lane;
+    const bool nz = e < p.E && racy_offset(p, e + 1) > racy_offset(p, e);
+    const uint32_t bits = __ballot_sync(0xFFFFFFFFu, nz);
+    const int c = __popc(bits);
+    if (want < seen + c) {
+      uint32_t m = bits;
+      for (int t = seen; t < want; ++t) m &= m - 1;
+      expert = base + __ffs(m) - 1;
+    }
+    seen += c;
+  }
+  if (expert < 0 || lane != 0) return;
+  const int n0 = (blockIdx.x % ntiles) * Cfg::kRows;
+  const uint8_t* wtile = p.w + weight_index<kTiled>(p, expert, n0, 0);
+  const uint8_t* stile = p.w_scale + scale_index<kTiled>(p, expert, n0, 0);
+  const int steps = min(kSteps, p.K / kBulkStepK);
+  for (int s = 0; s < steps; ++s) {
+    prefetch_l2(wtile + int64_t(s) * Cfg::kWeightBytes, Cfg::kWeightBytes);
+    prefetch_l2(stile + int64_t(s) * Cfg::kScaleBytes, Cfg::kScaleBytes);
+  }
+}
 #endif
 
 template <int kTokens, int kStages>
@@ -128,11 +175,19 @@ __global__ void __launch_bounds__(kBulkThreads, 1) moe_gemm_bulk_kernel(const Mo
     cuda::ptx::fence_mbarrier_init(cuda::ptx::sem_release, cuda::ptx::scope_cluster);
     K2K_BULK_STAMP(8);
   }
-  const int active = mark_active_experts<kBulkThreads>(p, nz_words);   // its __syncthreads publishes the init
+  const int ntiles = (p.N + Cfg::kRows - 1) / Cfg::kRows;
+  // Launched with PDL (launch_bulk): until pdl_wait returns, the previous kernel may still be writing
+  // the activations, the offsets and the output; only the producer's speculative weight prefetch runs
+  // before it. The math warps alone mark the experts, so without an earlier kernel to overlap (pdl_wait
+  // returns at once) the prefetch's offset reads run beside the marking instead of before it.
+  if (warp == kBulkMathWarps) prefetch_first_unit<Cfg, kStages>(p, ntiles, lane);
+  pdl_wait();
+  if (warp < kBulkMathWarps) mark_expert_words<kBulkMathWarps * 32>(p, nz_words);
+  __syncthreads();                                             // publishes the bitmask and the barriers' init
+  const int active = count_active_experts(p, nz_words);
   if (tid == 0) K2K_BULK_STAMP(9);
   zero_rows_without_expert(p);
   if (tid == 0) K2K_BULK_STAMP(10);
-  const int ntiles = (p.N + Cfg::kRows - 1) / Cfg::kRows;
   const WorkList list{&p, nz_words, (p.E + 31) / 32, active * ntiles, ntiles, p.K / kBulkStepK, Cfg::kTokens,
                       static_cast<int>(gridDim.x)};
   WorkPos pos;
@@ -279,7 +334,10 @@ bool launch_bulk(const MoeGemmParams& p, int smem_limit, cudaStream_t stream) {
   const int64_t units = persistent_units(p);
   if (units == 0) return true;
   constexpr auto k = moe_gemm_bulk_kernel<kTokens, kStages>;
-  k<<<persistent_grid<k>(units, kBulkThreads, smem), kBulkThreads, smem, stream>>>(p);
+  // PDL: the kernel's prologue and first weight prefetches overlap the previous kernel's end
+  // (fused_moe: gather before gate_up, SiLU before down; those trigger their dependents at their start).
+  // (a launch error surfaces through cudaGetLastError: C10_CUDA_KERNEL_LAUNCH_CHECK in the caller)
+  launch_with_pdl(k, dim3(persistent_grid<k>(units, kBulkThreads, smem)), dim3(kBulkThreads), smem, stream, p);
   return true;
 }
 

@@ -82,10 +82,10 @@ __device__ __forceinline__ int expert_of_row(const MoeGemmParams& p, int64_t r) 
 
 constexpr int kMaxExpertWords = 64;               // E <= 2048 (one bit per expert in shared memory)
 
-// Fills the bitmask of experts with rows (offset[e+1] > offset[e]); returns how many. All threads of
-// the CTA call it (it synchronizes).
+// Writes the bitmask of experts with rows (offset[e+1] > offset[e]); threads 0 .. kThreads - 1 call
+// it (whole warps), and a barrier must follow before anyone reads the mask.
 template <int kThreads>
-__device__ __forceinline__ int mark_active_experts(const MoeGemmParams& p, uint32_t* nz_words) {
+__device__ __forceinline__ void mark_expert_words(const MoeGemmParams& p, uint32_t* nz_words) {
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int words = (p.E + 31) / 32;
   for (int base = 0; base < words * 32; base += kThreads) {
@@ -95,10 +95,23 @@ __device__ __forceinline__ int mark_active_experts(const MoeGemmParams& p, uint3
     const int wi = (base >> 5) + warp;
     if (lane == 0 && wi < words) nz_words[wi] = bits;
   }
-  __syncthreads();
+}
+
+// How many experts the bitmask marks.
+__device__ __forceinline__ int count_active_experts(const MoeGemmParams& p, const uint32_t* nz_words) {
+  const int words = (p.E + 31) / 32;
   int active = 0;
   for (int wi = 0; wi < words; ++wi) active += __popc(nz_words[wi]);
   return active;
+}
+
+// Fills the bitmask of experts with rows; returns how many. All threads of the CTA call it (it
+// synchronizes).
+template <int kThreads>
+__device__ __forceinline__ int mark_active_experts(const MoeGemmParams& p, uint32_t* nz_words) {
+  mark_expert_words<kThreads>(p, nz_words);
+  __syncthreads();
+  return count_active_experts(p, nz_words);
 }
 
 // The j-th set bit of the expert bitmask (-1 if it has fewer).
