@@ -198,7 +198,7 @@ std::tuple<at::Tensor, at::Tensor> fp8_kv_attention_impl(
   //     B=8 54.4 vs 67.6, B=1 25.2 vs 28.3, B=32 ctx 32K 702 vs 802 (4-warp rows8; with 6 warps, sixth
   //     session: B=32 8K 145-159 us, 32K 587 us);
   //   prefill (FA2 CTAs, K/V in smem) for q_len > 1 with D = D_v in {64, 128}: 8K causal 5.27 vs
-  //     11.13 ms with 64-row CTAs; 128-row CTAs (seventh session) 4.41-4.44 ms, 512 tokens 51.8 us;
+  //     11.13 ms with 64-row CTAs; 128-row CTAs (seventh session) 4.37-4.44 ms, 512 tokens 51.8 us;
   //     also (64-row CTAs, key splits) for decode with GQA groups >= 32 (see below);
   //   latent (8-warp MLA, D 576 / D_v 512) from 8 sequences: B=32 275 vs 534 us, B=8 97.8 vs 158.6;
   //     at B=1 it is slower (93.7 vs 59.3), so small batches keep the 16-row layout.
@@ -244,8 +244,9 @@ std::tuple<at::Tensor, at::Tensor> fp8_kv_attention_impl(
   // (p.window_left: clamped to INT_MAX above, so the sum cannot overflow for any window_left the check admits)
   if (window_left >= 0) key_bound = std::min(key_bound, int64_t(p.window_left) + std::min<int64_t>(q_est, rows_per_tile));
   // The prefill layout splits keys for decode; with q_len > 1 it keeps one split unless K2K_ATTN_SPLITS
-  // forces more (tests) — splitting chunked prefill is not measured.
-  const bool one_split = p.prefill && !decode && std::getenv("K2K_ATTN_SPLITS") == nullptr;
+  // forces a count (tests) — splitting chunked prefill is not measured.
+  const char* forced_splits = std::getenv("K2K_ATTN_SPLITS");
+  const bool one_split = p.prefill && !decode && (forced_splits == nullptr || std::atoi(forced_splits) <= 0);
   p.num_splits = one_split ? 1 : choose_splits(B * Hkv * p.row_tiles * p.dv_chunks, key_bound, capacity);
   at::Tensor part_o, part_lse;
   if (p.num_splits > 1) {

@@ -33,8 +33,9 @@ struct Fp8AttnParams {
   int latent;                    // 1: MLA-latent decode layout (D 576 / DV 512, 8 warps, 64 rows per CTA)
   int prefill;                   // 1: prefill layout (FA2 CTAs, K/V converted once into shared memory;
                                  //    q_len > 1, and decode with large GQA groups)
-  int prefill_m_tiles;           // prefill layout: m16 tiles per warp, 2 (128-row CTAs, q_len > 1) or
-                                 //    1 (64-row CTAs, decode: a KV head's group is <= 64 rows)
+  int prefill_m_tiles;           // prefill layout: m16 tiles per warp, 2 (128-row CTAs, the host's q_len
+                                 //    estimate > 1) or 1 (64-row CTAs, decode: a KV head's rows are its
+                                 //    group, 32 or 64 in the measured cases; larger groups loop over tiles)
   int rows8;                     // 1: decode layout for group <= 8 (8-row tiles, keys in the MMA M dimension)
   int row_tiles;                 // grid tiles of 16 rows (8 rows8, 64 x prefill_m_tiles prefill, 64 latent) per (sequence, KV head); CTAs loop past it
   int num_splits;                // key-range splits (flash-decoding); 1 = write out directly

@@ -3,6 +3,9 @@
 // reads anything that kernel writes (or writes anything that kernel reads). The previous kernel lets
 // its dependents launch early with pdl_launch_dependents(); without it they launch when its blocks exit.
 // Both are no-ops when the launch did not ask for PDL, and compile to nothing before sm_90.
+// griddepcontrol.wait waits for the immediately previous kernel only; kernels further back are covered
+// because that kernel itself started only after them (a plain launch) or waited for them (every CTA
+// of a PDL-launched kernel here calls pdl_wait before it can finish).
 #pragma once
 #include <cuda_runtime.h>
 #include <utility>

@@ -36,7 +36,9 @@ bool launch_moe_gemm_stream(const MoeGemmParams& p, int nt, int variant, int sme
 
 // Decode kernel fed by bulk copies (moe_gemm_bulk.cuh; sm_90+): passes of tokens = 4 or 8 rows, two
 // stages. Needs the tiled layout and 16-byte aligned a, w, w_scale. Returns false (launching nothing)
-// on other layouts, before sm_90, or if its shared memory > smem_limit.
+// on other layouts, before sm_90, or if its shared memory > smem_limit. Launched with programmatic
+// dependent launch (csrc/common/pdl.cuh): it may start while the stream's previous kernel ends, and
+// reads nothing that kernel writes before griddepcontrol.wait (only a speculative L2 prefetch).
 bool launch_moe_gemm_bulk(const MoeGemmParams& p, int tokens, int smem_limit, cudaStream_t stream);
 
 // Prefill tile kernel (moe_gemm_tile.cuh): bm = 64 or 128 tokens x 128 weight rows per CTA, weights

@@ -10,7 +10,8 @@
 // stage on its "empty" mbarrier. No __syncthreads in the loop. Measured (H200, benchmarks/RESULTS.md,
 // fifth session): gate_up T=1 42.5 us = 74 % of copy (persist on the same weights: 53 us), T=16 87 %,
 // T=64 84 %; of the T=1 call ~4 us are launch and ~3 us prologue before the first weight copy, then
-// the weights stream at ~3.9 TB/s (benchmarks/probe_bulk.cu).
+// the weights stream at ~3.9 TB/s (benchmarks/probe_bulk.cu; measured before the kernel was launched
+// with PDL, seventh session, whose L2 prefetch of the first tiles changes the prologue).
 //
 // Work list, units (active expert, 64-row N tile), token groups, epilogue and dequantization are the
 // persistent kernel's (moe_gemm_persist.cuh, moe_gemm_mma.cuh). A bulk copy cannot swizzle, so the
@@ -124,7 +125,7 @@ __device__ __forceinline__ void prefetch_l2(const void* gmem, uint32_t bytes) {
 // warp finds this CTA's first unit from racy offsets (the (blockIdx.x / ntiles)-th expert with rows)
 // and prefetches its first kSteps weight and scale tiles into L2, so the copies after the wait hit L2.
 // Any offsets give an expert in [0, E) and a tile inside w / w_scale; L2 is coherent, so a prefetch
-// never returns stale data. E <= 32 * kMaxExpertWords.
+// never returns stale data.
 template <class Cfg, int kSteps>
 __device__ __forceinline__ void prefetch_first_unit(const MoeGemmParams& p, int ntiles, int lane) {
   const int want = blockIdx.x / ntiles;                    // rank of this CTA's expert among those with rows
