@@ -6,6 +6,7 @@ Decode: KV bytes = the FP8 K/V bytes the op must read (B * ctx * Hkv * (D + DV))
 Prefill: causal FLOPs = 2 * (D + DV) * Hq * sum over queries of visible keys; TFLOP/s vs 767 (BF16 dense).
 
   python3 benchmarks/bench_attention.py [--quick] [--sweep] [--json out.json]
+  python3 benchmarks/bench_attention.py --cases prefill|groups|crossover    (A/B sets; benchmarks/ab_compare.py)
 Rows marked rows8 / prefill-layout / latent-layout time the opt-in layouts (K2K_ATTN_ROWS8=1,
 K2K_ATTN_PREFILL=1, K2K_ATTN_LATENT=1).
 """
@@ -159,20 +160,8 @@ def bench_prefill(timer, T, Hq, Hkv, D, page_size, rows, gen, window=-1):
                      speedup=t_sdpa / t_ours, sdpa_tflops=flops / t_sdpa / 1e6))
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--sweep", action="store_true", help="also time split counts (K2K_ATTN_SPLITS) for tuning")
-    ap.add_argument("--window", type=int, default=-1,
-                    help="also time sliding-window attention: decode B=32 over 32K and prefill 8K with this window")
-    ap.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "bench_attention.json"))
-    args = ap.parse_args()
-    torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(0)
-    timer = Timer()
-    rows = []
-    print(f"GPU: {torch.cuda.get_device_name()}  torch {torch.__version__}  "
-          f"K2K_SMEM_LIMIT={os.environ.get('K2K_SMEM_LIMIT', '-')}", flush=True)
+def run_default(args, timer, rows, gen):
+    """The standing table: decode (GQA 64/8, MLA latent), prefill, each opt-in layout; --window, --sweep."""
     Bs, ctxs = ([32], [8192]) if args.quick else ([1, 8, 32], [1024, 8192, 32768])
     for B in Bs:
         for ctx in ctxs:
@@ -216,6 +205,61 @@ def main():
             rows[-1]["case"] += " latent-layout"
             print(rows[-1], flush=True)
         os.environ.pop("K2K_ATTN_LATENT")
+
+
+def run_prefill(timer, rows, gen):
+    """Prefill A/B set (seventh session): causal 8K / 2K / 512 tokens at D 128 and 8K at D 64, with SDPA."""
+    for T, D in ((8192, 128), (2048, 128), (512, 128), (8192, 64)):
+        bench_prefill(timer, T, 64, 8, D, 16, rows, gen)
+        print(rows[-1], flush=True)
+
+
+def run_groups(timer, rows, gen):
+    """Decode at large GQA groups, the launcher's choice, with SDPA: Hq 128 over Hkv 8 / 4 / 2 (groups
+    16 / 32 / 64) at B 32 8K, group 64 at 32K, B 1 and 8 at group 64, and GQA 64/8 as the control."""
+    for B, ctx, Hq, Hkv, peer in ((32, 8192, 128, 8, True), (32, 8192, 128, 4, True), (32, 8192, 128, 2, True),
+                                  (32, 32768, 128, 2, True), (1, 8192, 128, 2, True), (8, 8192, 128, 2, True),
+                                  (32, 8192, 64, 8, False)):
+        bench_decode(timer, B, ctx, Hq, Hkv, 128, 128, False, 16, rows, gen, peer=peer)
+        print(rows[-1], flush=True)
+
+
+def run_crossover(timer, rows, gen):
+    """Where the prefill layout starts to win for decode at groups 32 / 64 (Hq 128, 8K): each (B, Hkv)
+    with K2K_ATTN_PREFILL=1 then =0, no peer (kPrefillDecodeMinHeads in csrc/attention/attention_ops.cpp)."""
+    for Hkv in (4, 2):
+        for B in (1, 2, 4, 8):
+            for knob in ("1", "0"):
+                os.environ["K2K_ATTN_PREFILL"] = knob
+                bench_decode(timer, B, 8192, 128, Hkv, 128, 128, False, 16, rows, gen, peer=False)
+                rows[-1]["case"] += f" prefill-layout={knob}"
+                print(rows[-1], flush=True)
+    os.environ.pop("K2K_ATTN_PREFILL")
+
+
+CASE_SETS = {"prefill": run_prefill, "groups": run_groups, "crossover": run_crossover}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--sweep", action="store_true", help="also time split counts (K2K_ATTN_SPLITS) for tuning")
+    ap.add_argument("--window", type=int, default=-1,
+                    help="also time sliding-window attention: decode B=32 over 32K and prefill 8K with this window")
+    ap.add_argument("--cases", default="default", choices=["default"] + sorted(CASE_SETS),
+                    help="a named case set instead of the standing table (the A/B sets of benchmarks/RESULTS.md)")
+    ap.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "bench_attention.json"))
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    timer = Timer()
+    rows = []
+    print(f"GPU: {torch.cuda.get_device_name()}  torch {torch.__version__}  "
+          f"K2K_SMEM_LIMIT={os.environ.get('K2K_SMEM_LIMIT', '-')}", flush=True)
+    if args.cases == "default":
+        run_default(args, timer, rows, gen)
+    else:
+        CASE_SETS[args.cases](timer, rows, gen)
     print()
     print(f"{'case':58s} {'us':>9s} {'TB/s':>6s} {'%4.2':>6s} {'TFLOP/s':>8s} {'SDPA us':>9s} {'x SDPA':>7s}  backend")
     for r in rows:
