@@ -62,8 +62,10 @@ def run(base: str, new: str, families: str, rounds: int, script: list[str], cach
     for tag, tree in sides:
         if not os.path.isfile(os.path.join(tree, script[0])):
             raise SystemExit(f"ab_compare: {script[0]} not found in the {tag} tree {tree}")
-    for tag, tree in sides if families != "none" else []:   # build first: no timed run waits on a compile
-        run_side(tag, tree, os.path.join(cache_root, tag), ["-m", "k2kernels.build", "--families", families], 3, timeout)
+    if families != "none":                        # build first: no timed run waits on a compile
+        for tag, tree in sides:
+            run_side(tag, tree, os.path.join(cache_root, tag), ["-m", "k2kernels.build", "--families", families], 3,
+                     timeout)
     for r in range(rounds):
         for tag, tree in sides:
             print(f"---- round {r + 1}/{rounds}: {tag}", flush=True)

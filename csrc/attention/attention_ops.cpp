@@ -79,11 +79,16 @@ void check_aligned16(const char* name, const at::Tensor& t) {
 // wave ~11 us slower (per-split fixed cost: Q load, warp merge, partial write, merge pass).
 // The length bound is block_table.shape[1] * page_size, or the keys a row tile's sliding window can
 // span; the kernel splits each sequence's real (windowed) key range.
+// K2K_ATTN_SPLITS (benchmarking, tuning, tests): a forced split count in [1, 256], else 0 (unset,
+// unparsable or <= 0).
+int forced_splits() {
+  const char* env = std::getenv("K2K_ATTN_SPLITS");
+  const int s = env == nullptr ? 0 : std::atoi(env);
+  return s > 0 ? std::min(s, 256) : 0;
+}
+
 int choose_splits(int64_t base_ctas, int64_t key_bound, int64_t capacity) {
-  if (const char* env = std::getenv("K2K_ATTN_SPLITS")) {   // benchmarking / tuning override
-    const int s = std::atoi(env);
-    if (s > 0) return std::min(s, 256);
-  }
+  if (const int s = forced_splits()) return s;
   if (base_ctas <= 0) return 1;
   int64_t s = capacity / base_ctas;
   s = std::min<int64_t>(s, key_bound / 512);
@@ -245,8 +250,7 @@ std::tuple<at::Tensor, at::Tensor> fp8_kv_attention_impl(
   if (window_left >= 0) key_bound = std::min(key_bound, int64_t(p.window_left) + std::min<int64_t>(q_est, rows_per_tile));
   // The prefill layout splits keys for decode; with q_len > 1 it keeps one split unless K2K_ATTN_SPLITS
   // forces a count (tests) — splitting chunked prefill is not measured.
-  const char* forced_splits = std::getenv("K2K_ATTN_SPLITS");
-  const bool one_split = p.prefill && !decode && (forced_splits == nullptr || std::atoi(forced_splits) <= 0);
+  const bool one_split = p.prefill && !decode && forced_splits() == 0;
   p.num_splits = one_split ? 1 : choose_splits(B * Hkv * p.row_tiles * p.dv_chunks, key_bound, capacity);
   at::Tensor part_o, part_lse;
   if (p.num_splits > 1) {

@@ -107,28 +107,23 @@ cudaError_t launch_fp8_attention(const Fp8AttnParams& p, cudaStream_t stream) {
   if (p.latent) {
     if (p.D != 576 || p.DV != 512) return cudaErrorInvalidValue;
     e = attn::launch_latent_d576(p, n_ctas, stream);
-    if (e != cudaSuccess || p.num_splits == 1) return e;
-    return launch_fp8_attention_merge(p.part_o, p.part_lse, p.out, p.lse, p.num_splits, int64_t(p.Tq) * p.Hq, p.DV, stream);
-  }
-  if (p.prefill) {
-    if (p.D == 64) {
-      e = attn::launch_prefill_d64(p, n_ctas, stream);
-    } else if (p.D == 128) {
-      e = attn::launch_prefill_d128(p, n_ctas, stream);
-    } else {
-      return cudaErrorInvalidValue;
+  } else if (p.prefill) {
+    switch (p.D) {
+      case 64: e = attn::launch_prefill_d64(p, n_ctas, stream); break;
+      case 128: e = attn::launch_prefill_d128(p, n_ctas, stream); break;
+      default: return cudaErrorInvalidValue;
     }
-    if (e != cudaSuccess || p.num_splits == 1) return e;
-    return launch_fp8_attention_merge(p.part_o, p.part_lse, p.out, p.lse, p.num_splits, int64_t(p.Tq) * p.Hq, p.DV, stream);
+  } else {
+    switch (p.D) {
+      case 64: e = attn::launch_d64(p, n_ctas, stream); break;
+      case 128: e = attn::launch_d128(p, n_ctas, stream); break;
+      case 256: e = attn::launch_d256(p, n_ctas, stream); break;
+      case 576: e = attn::launch_d576(p, n_ctas, stream); break;
+      default: return cudaErrorInvalidValue;
+    }
   }
-  switch (p.D) {
-    case 64: e = attn::launch_d64(p, n_ctas, stream); break;
-    case 128: e = attn::launch_d128(p, n_ctas, stream); break;
-    case 256: e = attn::launch_d256(p, n_ctas, stream); break;
-    case 576: e = attn::launch_d576(p, n_ctas, stream); break;
-    default: return cudaErrorInvalidValue;
-  }
-  if (e != cudaSuccess || p.num_splits == 1) return e;
+  if (e != cudaSuccess || p.num_splits == 1) return e;   // one split wrote the output directly
+  // every layout: split partials -> one merge pass
   return launch_fp8_attention_merge(p.part_o, p.part_lse, p.out, p.lse, p.num_splits, int64_t(p.Tq) * p.Hq, p.DV, stream);
 }
 
