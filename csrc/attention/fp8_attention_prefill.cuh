@@ -113,7 +113,7 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
     // (the barrier before the first chunk's math publishes q_s)
 
     int lim[C::kMT][2];                                  // row warp * kRowsWarp + mt * 16 + g + rr * 8
-    int warp_end = 0;
+    int warp_end = 0, warp_lim_min = INT_MAX;
 #pragma unroll
     for (int mt = 0; mt < C::kMT; ++mt)
 #pragma unroll
@@ -122,6 +122,7 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
         lim[mt][rr] = 0;
         if (row < n_rows) lim[mt][rr] = p.causal ? min(L, L - q_len + row / G + 1) : L;
         warp_end = max(warp_end, lim[mt][rr]);
+        warp_lim_min = min(warp_lim_min, lim[mt][rr]);
       }
     // keys this warp needs (warp-uniform) and the CTA's range. Sliding window: the warp's first row
     // (rows are token-major) starts its window earliest, the CTA's first row the CTA's; the CTA loads
@@ -130,6 +131,9 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
     warp_end = max(warp_end, __shfl_xor_sync(0xffffffffu, warp_end, 4));
     warp_end = max(warp_end, __shfl_xor_sync(0xffffffffu, warp_end, 8));
     warp_end = max(warp_end, __shfl_xor_sync(0xffffffffu, warp_end, 16));
+    warp_lim_min = min(warp_lim_min, __shfl_xor_sync(0xffffffffu, warp_lim_min, 4));
+    warp_lim_min = min(warp_lim_min, __shfl_xor_sync(0xffffffffu, warp_lim_min, 8));
+    warp_lim_min = min(warp_lim_min, __shfl_xor_sync(0xffffffffu, warp_lim_min, 16));
     const int warp_begin = window_begin(L - q_len + (row0 + warp * C::kRowsWarp) / G, p.window_left);
     int key_end = L;
     if (p.causal) key_end = min(L, L - q_len + (min(row0 + C::kRowsCta, n_rows) - 1) / G + 1);
@@ -212,18 +216,31 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
             }
           }
         }
-        // ---- online softmax, per m-tile (rows g, g + 8 of tile mt)
+        // ---- online softmax, per m-tile (rows g, g + 8 of tile mt). A chunk every key of which every
+        // row of the warp sees (causal: below all the warp's diagonals; window: inside all its windows)
+        // needs no per-element mask: the same values without the compares (warp-uniform branch).
+        const bool unmasked = kb + C::kKeys <= warp_lim_min && unsigned(warp_end - 1 - kb) <= unsigned(p.window_left);
 #pragma unroll
         for (int mt = 0; mt < C::kMT; ++mt) {
           float mx[2] = {-INFINITY, -INFINITY};
+          if (unmasked) {
 #pragma unroll
-          for (int j = 0; j < C::kNT; ++j)
+            for (int j = 0; j < C::kNT; ++j)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const int key = kb + j * 8 + 2 * t + (e & 1);
-              s[mt][j][e] = key_visible(key, lim[mt][e >> 1], p.window_left) ? s[mt][j][e] * sl2 : -INFINITY;
-              mx[e >> 1] = fmaxf(mx[e >> 1], s[mt][j][e]);
-            }
+              for (int e = 0; e < 4; ++e) {
+                s[mt][j][e] *= sl2;
+                mx[e >> 1] = fmaxf(mx[e >> 1], s[mt][j][e]);
+              }
+          } else {
+#pragma unroll
+            for (int j = 0; j < C::kNT; ++j)
+#pragma unroll
+              for (int e = 0; e < 4; ++e) {
+                const int key = kb + j * 8 + 2 * t + (e & 1);
+                s[mt][j][e] = key_visible(key, lim[mt][e >> 1], p.window_left) ? s[mt][j][e] * sl2 : -INFINITY;
+                mx[e >> 1] = fmaxf(mx[e >> 1], s[mt][j][e]);
+              }
+          }
           float alpha[2], base[2];
 #pragma unroll
           for (int rr = 0; rr < 2; ++rr) {
@@ -242,10 +259,14 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
               s[mt][j][e] = fast_exp2(s[mt][j][e] - base[e >> 1]);
               l[mt][e >> 1] += s[mt][j][e];
             }
+          // alpha is exactly 1 for a row whose maximum did not grow: skip the rescale when that holds for
+          // every row of the m-tile (the same result: x * 1.0f == x), which later chunks mostly do.
+          if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
-          for (int j = 0; j < D / 8; ++j) {
-            o[mt][j][0] *= alpha[0]; o[mt][j][1] *= alpha[0];
-            o[mt][j][2] *= alpha[1]; o[mt][j][3] *= alpha[1];
+            for (int j = 0; j < D / 8; ++j) {
+              o[mt][j][0] *= alpha[0]; o[mt][j][1] *= alpha[0];
+              o[mt][j][2] *= alpha[1]; o[mt][j][3] *= alpha[1];
+            }
           }
         }
         // ---- O += P V: k-step kk = keys 16kk..16kk+15 = S n-tiles 2kk, 2kk+1; each V fragment feeds
