@@ -30,10 +30,15 @@ struct CfgP {
   static constexpr int kMT = MT;                        // m16 tiles per warp
   static constexpr int kRowsWarp = 16 * kMT;            // 16 or 32 rows
   static constexpr int kRowsCta = kWarps * kRowsWarp;   // 64 or 128 rows
-  static constexpr int kKeys = 32;                      // keys per chunk
+  // MT = 1 keeps Q in registers (kKS x 4 per thread) and stages it through stage 1's K tile, which
+  // holds exactly 64 rows at 64 keys per chunk; MT = 2 has no registers to spare: Q stays in shared
+  // memory and chunks are 32 keys so that Q + 2 stages fit the 99 KB of SM120.
+  static constexpr bool kQInRegs = MT == 1;
+  static constexpr int kKeys = kQInRegs ? 64 : 32;      // keys per chunk
   static constexpr int kStride = D + 8;                 // f16 per smem row: +16 B keeps ldmatrix conflict-free
   static constexpr int kTile = kKeys * kStride;         // f16 elements of one K or V tile
-  static constexpr int kQElems = kRowsCta * kStride;    // f16 elements of the Q tile
+  static constexpr int kQElems = kQInRegs ? 0 : kRowsCta * kStride;   // f16 elements of the Q tile in smem
+  static_assert(!kQInRegs || kRowsCta <= kKeys, "Q staged in stage 1's K tile");
   static constexpr int kLoads = kKeys * D / 16 / kThreads;   // 16-byte loads per thread per tile (D/64)
   static_assert(kLoads >= 1 && kKeys * D / 16 % kThreads == 0, "whole 16-byte pieces per thread");
   static constexpr int kSmemBytes = (kQElems + 2 * 2 * kTile) * 2;   // Q + 2 stages x (K, V), f16
@@ -69,8 +74,9 @@ template <int D, int MT>
 __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(const Fp8AttnParams p) {
   using C = CfgP<D, MT>;
   extern __shared__ __align__(16) uint8_t smem[];
-  __half* q_s = reinterpret_cast<__half*>(smem);        // [kRowsCta][kStride]
-  __half* tiles = q_s + C::kQElems;                      // [stage][K | V][kKeys][kStride]
+  __half* tiles = reinterpret_cast<__half*>(smem) + C::kQElems;   // [stage][K | V][kKeys][kStride]
+  // [kRowsCta][kStride]: its own region (MT = 2) or stage 1's K tile until Q is in registers (MT = 1)
+  __half* q_s = C::kQInRegs ? tiles + 2 * C::kTile : reinterpret_cast<__half*>(smem);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 
   int64_t idx = blockIdx.x;                              // dv_chunks == 1 here
@@ -110,7 +116,15 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
                      bf16x2_to_f16x2_clamped(v.w));
       *reinterpret_cast<uint4*>(q_s + r * C::kStride + cc * 8) = v;
     }
-    // (the barrier before the first chunk's math publishes q_s)
+    // (the barrier before the first chunk's math publishes q_s; MT = 1 reads it into registers first)
+    uint32_t qr[C::kQInRegs ? C::kKS : 1][4];
+    if constexpr (C::kQInRegs) {
+      __syncthreads();
+#pragma unroll
+      for (int kk = 0; kk < C::kKS; ++kk)
+        ldsm_x4(qr[kk], q_s + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * C::kStride + kk * 16 + (lane >> 4) * 8);
+      __syncthreads();                                   // stage 1 free again before any chunk lands there
+    }
 
     int lim[C::kMT][2];                                  // row warp * kRowsWarp + mt * 16 + g + rr * 8
     int warp_end = 0, warp_lim_min = INT_MAX;
@@ -203,8 +217,13 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
 #pragma unroll
         for (int kk = 0; kk < C::kKS; ++kk) {
           uint32_t qf[C::kMT][4];
+          if constexpr (C::kQInRegs) {
 #pragma unroll
-          for (int mt = 0; mt < C::kMT; ++mt) ldsm_x4(qf[mt], q_warp + mt * 16 * C::kStride + kk * 16);
+            for (int i = 0; i < 4; ++i) qf[0][i] = qr[kk][i];
+          } else {
+#pragma unroll
+            for (int mt = 0; mt < C::kMT; ++mt) ldsm_x4(qf[mt], q_warp + mt * 16 * C::kStride + kk * 16);
+          }
 #pragma unroll
           for (int j = 0; j < C::kNT; j += 2) {
             uint32_t bk[4];   // b0, b1 of n-tile j, then of j + 1
