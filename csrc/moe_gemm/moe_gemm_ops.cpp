@@ -146,12 +146,13 @@ std::optional<at::Tensor> try_sm120_w4a4(const at::Tensor& a, const at::Tensor& 
   int major = 0;
   cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, a.get_device());
   if (major != 12 || dlsym(RTLD_DEFAULT, "k2k_smem_budgets_cutlass_sm120") == nullptr) return std::nullopt;
+  const at::Tensor a_rows = a.size(0) > 1 && a.stride(0) == 0 ? a.contiguous() : a;   // that op wants rows
   auto handle = c10::Dispatcher::singleton().findSchema({"k2kernels::moe_gemm_w4a4_sm120", ""});
   if (!handle.has_value() || !handle->hasKernelForDispatchKey(c10::DispatchKey::CUDA)) return std::nullopt;
   return handle
       ->typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
                          const at::Tensor&, c10::string_view)>()
-      .call(a, w, w_scale, w_alpha, offsets, a_scale, "auto");
+      .call(a_rows, w, w_scale, w_alpha, offsets, a_scale, "auto");
 }
 
 at::Tensor moe_gemm_cuda(const at::Tensor& a, const at::Tensor& w, const at::Tensor& w_scale, const at::Tensor& w_alpha,
@@ -164,8 +165,7 @@ at::Tensor moe_gemm_cuda(const at::Tensor& a, const at::Tensor& w, const at::Ten
   const int64_t M = a.size(0), K = a.size(1), E = w.size(0), N = w.size(1);
   const bool a_broadcast = M > 1 && a.stride(0) == 0;     // one row for all M (check_inputs allowed it)
   if (act == "nvfp4" && scale_layout == "swizzled") {
-    if (auto native = try_sm120_w4a4(a_broadcast ? a.contiguous() : a, w, w_scale, w_alpha, expert_offsets, *a_scale))
-      return *native;
+    if (auto native = try_sm120_w4a4(a, w, w_scale, w_alpha, expert_offsets, *a_scale)) return *native;
   }
   auto out = at::empty({M, N}, a.options());
   if (M == 0 || N == 0) return out;
@@ -212,6 +212,7 @@ at::Tensor moe_gemm_cuda(const at::Tensor& a, const at::Tensor& w, const at::Ten
   // The tile and streaming kernels read 16-byte vectors of a and w and 4- to 16-byte scale groups;
   // the tile kernel needs K % 64 == 0, the streaming kernels K % 128 == 0 (bulk: the tiled layout,
   // K % 512 == 0); anything else: generic.
+  if (!aligned(p.a, 16)) densify();                     // an unaligned broadcast row: its copy is aligned
   const bool aligned16 = aligned(p.a, 16) && aligned(p.w, 16) && aligned(p.w_scale, 16);
   bool launched = false;
   const int limit = k2k::smem_optin_limit(a.get_device());
