@@ -47,6 +47,7 @@ void run(const Shape& sh, int n, const uint8_t* w, const uint8_t* ws, const floa
   p.M = h[E];
   p.N = sh.N;
   p.K = sh.K;
+  p.lda = sh.K;
   p.E = E;
   p.scale_layout = k2k::kTiled;
   bool fits = true;

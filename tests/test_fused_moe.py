@@ -353,6 +353,25 @@ def test_cuda_matches_reference(shape, ep):
     assert torch.equal(OPS.fused_moe(*dev), out)
 
 
+@gpu
+@pytest.mark.parametrize("ep", [False, True])
+def test_cuda_one_token_tiled_weights(ep):
+    """T = 1 on the tiled layout: fused_moe passes x's one row expanded to all routed rows (no gather)
+    and the bulk GEMM reads it in place (sm_90+; elsewhere moe_gemm materializes the rows)."""
+    from k2kernels.moe_gemm_prepare import prepare_moe_gemm_weights
+    args = list(fused_moe_args("cpu", T=1, H=1024, I=512, E=64, k=8, expert_map=ep, seed=5))
+    want = ref.fused_moe(*args)
+    dev = [a.cuda() if isinstance(a, torch.Tensor) else a for a in args]
+    dev[3], dev[4] = prepare_moe_gemm_weights(dev[3], dev[4])
+    dev[6], dev[7] = prepare_moe_gemm_weights(dev[6], dev[7])
+    dev[20] = "tiled"
+    dev[21].fill_(0xFF)                                  # poisoned workspace
+    _poison_allocator("cuda")
+    out = OPS.fused_moe(*dev)
+    torch.cuda.synchronize()
+    assert_close_moe(out, want)
+
+
 @pytest.mark.parametrize("device", [_device_param(d) for d in DEVICES])
 def test_zero_tokens(device):
     out = OPS.fused_moe(*fused_moe_args(device, T=0))

@@ -123,6 +123,35 @@ def test_cheap_reference_equals_oracle_cpu():
     assert ((cheap - ref).abs() <= 2 ** -7 * cheap.abs() + 1e-6 * cheap.abs().max()).all()
 
 
+def test_broadcast_row_activations_cpu():
+    """`a` may be one row expanded to all M rows (row stride 0: fused_moe at T = 1): the same result as
+    the materialized rows; other non-contiguous layouts are rejected with a message."""
+    E, N, K = 3, 32, 64
+    w, s, alpha = make_weights(E, N, K, "bytes", "cpu")
+    offsets = offsets_from_counts((2, 0, 3), "cpu")
+    row = torch.randn(1, K).to(torch.bfloat16)
+    a = row.expand(5, K)
+    assert a.stride(0) == 0
+    assert torch.equal(reference.moe_gemm(a, w, s, alpha, offsets), reference.moe_gemm(a.contiguous(), w, s, alpha, offsets))
+    assert torch.equal(torch.ops.k2kernels.moe_gemm(a, w, s, alpha, offsets),
+                       reference.moe_gemm(a.contiguous(), w, s, alpha, offsets))
+    with pytest.raises(ValueError, match="a must be contiguous"):
+        torch.ops.k2kernels.moe_gemm(torch.randn(5, 2 * K).to(torch.bfloat16)[:, ::2], w, s, alpha, offsets)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["tiled", "linear"])    # tiled: the bulk kernel reads the row in place
+def test_broadcast_row_activations_match_materialized(layout):
+    E, N, K = 8, 128, 1024
+    w, s, alpha = make_weights(E, N, K, "bytes", "cuda", layout)
+    offsets = offsets_from_counts((1, 0, 2, 1, 0, 0, 1, 3), "cuda")
+    a = torch.randn(1, K, device="cuda").to(torch.bfloat16).expand(8, K)
+    out = run_op(a, w, s, alpha, offsets, scale_layout=layout)
+    want = run_op(a.contiguous(), w, s, alpha, offsets, scale_layout=layout)
+    assert torch.equal(out.view(torch.int16), want.view(torch.int16))
+    assert_close(out, cheap_reference(a.contiguous(), w, s, alpha, offsets, layout))
+
+
 def test_tiled_layout_round_trip_and_reference_cpu():
     E, N, K = 2, 128, 1024
     w, s, alpha = make_weights(E, N, K, "bytes", "cpu")

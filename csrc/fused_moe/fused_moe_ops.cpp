@@ -200,7 +200,14 @@ at::Tensor fused_moe_cuda(const at::Tensor& x, const at::Tensor& logits, const s
     a = at::empty({M, H}, x.options());
     h_act = at::empty({M, I}, x.options());
   }
-  gather_into(x, pairs, top_k, a);
+  if (T == 1 && M > 1) {
+    // One token: every routed row is that token's, so gate_up reads x's one row for all M rows (moe_gemm
+    // takes a row-stride-0 `a`; its bulk kernel reads it in place, other paths materialize it): no
+    // gather launch. Rows outside every expert segment are written as zeros by moe_gemm whatever `a` holds.
+    a = x.expand({M, H});
+  } else {
+    gather_into(x, pairs, top_k, a);
+  }
   const auto a13 = act == "nvfp4" ? a13_scale : std::optional<at::Tensor>();
   const auto a2 = act == "nvfp4" ? a2_scale : std::optional<at::Tensor>();
   at::Tensor h = gemm.call(a, w13, w13_scale, w13_alpha, offsets, act, a13, scale_layout);

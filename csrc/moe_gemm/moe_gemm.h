@@ -20,6 +20,7 @@ struct MoeGemmParams {
   const int32_t* expert_offsets;   // [E+1] on device; every value is clamped to [0, M] before use
   __nv_bfloat16* out;              // [M, N]
   int64_t M;
+  int64_t lda;                     // elements between rows of a: K, or 0 (one row for all M; bulk kernel only)
   int N, K, E;
   int scale_layout;                // MoeScaleLayout
   int n_pad, kb_pad;               // swizzled scale dims (pad128(N), pad4(K/16)); unused for linear

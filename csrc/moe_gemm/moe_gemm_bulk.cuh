@@ -213,7 +213,7 @@ __global__ void __launch_bounds__(kBulkThreads, 1) moe_gemm_bulk_kernel(const Mo
         for (int j = 0; j < kPieces; ++j) {
           const int idx = lane + 32 * j, tok = idx >> 3, m = idx & 7;
           const int64_t row = pos.row0 + pos.tg + (pos.tg + tok < pos.count ? tok : 0);
-          arow[j] = p.a + row * p.K + (m >> 2) * 256 + (m & 3) * 64;
+          arow[j] = p.a + row * p.lda + (m >> 2) * 256 + (m & 3) * 64;
         }
       }
       if (i >= kStages) wait_phase(&empty[s], phase ^ 1);     // the math warps released this stage

@@ -91,7 +91,11 @@ int stream_variant(int nt, const Knobs& k) {
 void check_inputs(const at::Tensor& a, const at::Tensor& w, const at::Tensor& w_scale, const at::Tensor& w_alpha,
                   const at::Tensor& offsets, const std::string& act, const std::optional<at::Tensor>& a_scale,
                   const std::string& scale_layout) {
-  k2k::check_tensor(kOp, "a", a, at::kBFloat16, 2, "bfloat16 [M, K]");
+  // a: contiguous, or one row broadcast to all M rows (row stride 0: fused_moe at T = 1, whose top-k rows
+  // are all the one token's)
+  const bool a_broadcast = a.dim() == 2 && a.size(0) > 1 && a.stride(0) == 0 && a.stride(1) == 1;
+  k2k::check_tensor(kOp, "a", a_broadcast ? a.narrow(0, 0, 1) : a, at::kBFloat16, 2,
+                    "bfloat16 [M, K] (contiguous, or one row expanded to M rows)");
   k2k::check_tensor(kOp, "w", w, at::kByte, 3, "uint8 [E, N, K/2] (packed e2m1)");
   const int64_t K = a.size(1), E = w.size(0), N = w.size(1);
   TORCH_CHECK_VALUE(K % 16 == 0 && w.size(2) * 2 == K, "k2kernels.moe_gemm: w must be uint8 [E, N, K/2] with K = a.shape[1] = ",
@@ -142,12 +146,13 @@ std::optional<at::Tensor> try_sm120_w4a4(const at::Tensor& a, const at::Tensor& 
   int major = 0;
   cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, a.get_device());
   if (major != 12 || dlsym(RTLD_DEFAULT, "k2k_smem_budgets_cutlass_sm120") == nullptr) return std::nullopt;
+  const at::Tensor a_rows = a.size(0) > 1 && a.stride(0) == 0 ? a.contiguous() : a;   // that op wants rows
   auto handle = c10::Dispatcher::singleton().findSchema({"k2kernels::moe_gemm_w4a4_sm120", ""});
   if (!handle.has_value() || !handle->hasKernelForDispatchKey(c10::DispatchKey::CUDA)) return std::nullopt;
   return handle
       ->typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
                          const at::Tensor&, c10::string_view)>()
-      .call(a, w, w_scale, w_alpha, offsets, a_scale, "auto");
+      .call(a_rows, w, w_scale, w_alpha, offsets, a_scale, "auto");
 }
 
 at::Tensor moe_gemm_cuda(const at::Tensor& a, const at::Tensor& w, const at::Tensor& w_scale, const at::Tensor& w_alpha,
@@ -157,20 +162,32 @@ at::Tensor moe_gemm_cuda(const at::Tensor& a, const at::Tensor& w, const at::Ten
   check_inputs(a, w, w_scale, w_alpha, expert_offsets, act, a_scale, scale_layout);
   const Knobs knobs = read_knobs();
   const c10::cuda::CUDAGuard guard(a.device());
+  const int64_t M = a.size(0), K = a.size(1), E = w.size(0), N = w.size(1);
+  const bool a_broadcast = M > 1 && a.stride(0) == 0;     // one row for all M (check_inputs allowed it)
   if (act == "nvfp4" && scale_layout == "swizzled") {
     if (auto native = try_sm120_w4a4(a, w, w_scale, w_alpha, expert_offsets, *a_scale)) return *native;
   }
-  const int64_t M = a.size(0), K = a.size(1), E = w.size(0), N = w.size(1);
   auto out = at::empty({M, N}, a.options());
   if (M == 0 || N == 0) return out;
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
 
   k2k::MoeGemmParams p{};
   p.a = reinterpret_cast<const __nv_bfloat16*>(a.data_ptr());
+  p.lda = a_broadcast ? 0 : K;
+  // Only the bulk kernel reads a broadcast row as such; every other path gets the rows materialized
+  // (the copy fused_moe's gather would have made).
+  at::Tensor a_dense;
+  auto densify = [&]() {
+    if (p.lda == K) return;
+    a_dense = a.contiguous();
+    p.a = reinterpret_cast<const __nv_bfloat16*>(a_dense.data_ptr());
+    p.lda = K;
+  };
   at::Tensor a_q;
   if (act == "nvfp4") {
+    densify();
     // W4A4 emulation (SM120's numerics on any GPU): rows quantized per expert, a_scale in the epilogue.
-    a_q = at::empty_like(a);
+    a_q = at::empty({M, K}, a.options());
     k2k::launch_moe_act_fake_quant(p.a, a_scale->data_ptr<float>(), a_scale->numel() > 1, expert_offsets.data_ptr<int32_t>(),
                                    static_cast<int>(E), M, static_cast<int>(K), reinterpret_cast<__nv_bfloat16*>(a_q.data_ptr()),
                                    stream);
@@ -195,6 +212,7 @@ at::Tensor moe_gemm_cuda(const at::Tensor& a, const at::Tensor& w, const at::Ten
   // The tile and streaming kernels read 16-byte vectors of a and w and 4- to 16-byte scale groups;
   // the tile kernel needs K % 64 == 0, the streaming kernels K % 128 == 0 (bulk: the tiled layout,
   // K % 512 == 0); anything else: generic.
+  if (!aligned(p.a, 16)) densify();                     // an unaligned broadcast row: its copy is aligned
   const bool aligned16 = aligned(p.a, 16) && aligned(p.w, 16) && aligned(p.w_scale, 16);
   bool launched = false;
   const int limit = k2k::smem_optin_limit(a.get_device());
@@ -202,11 +220,15 @@ at::Tensor moe_gemm_cuda(const at::Tensor& a, const at::Tensor& w, const at::Ten
   const int nt_pick = pick_nt(mean);
   if (aligned16 && K % 64 == 0) {
     const int bm = tile_rows(mean, knobs);
-    if (bm > 0) launched = k2k::launch_moe_gemm_tile(p, bm, limit, stream);
+    if (bm > 0) {
+      densify();
+      launched = k2k::launch_moe_gemm_tile(p, bm, limit, stream);
+    }
   }
   if (aligned16 && !launched && use_bulk(nt_pick, knobs)) {
     launched = k2k::launch_moe_gemm_bulk(p, bulk_tokens(mean, knobs), limit, stream);
   }
+  if (!launched) densify();
   if (aligned16 && K % 128 == 0 && !launched) {
     for (int nt = nt_pick; nt >= 1 && !launched; nt /= 2) {   // a config over the SMEM limit: smaller nt
       const int variant = stream_variant(nt, knobs);

@@ -16,6 +16,7 @@
 // [0, E) sends the pair to the "not on this rank" bucket (inverse -1), as in reference/align.py.
 #include "routing/moe_align.h"
 
+#include "common/pdl.cuh"
 #include "common/smem_budget.h"
 
 namespace k2k {
@@ -192,6 +193,9 @@ constexpr int kTinyThreads = 256;
 
 template <typename Id>
 __global__ void __launch_bounds__(kTinyThreads) moe_align_tiny_kernel(MoeAlignParams p) {
+  // Decode: the next kernel may be fused_moe's gate_up GEMM (launched with PDL; it reads nothing of ours
+  // before its griddepcontrol.wait), whose prologue can then overlap this kernel.
+  pdl_launch_dependents();
   __shared__ int keys[kTinyMaxPairs];      // E + 1 for lanes without a pair: never below any expert
   __shared__ int padded_count[kTinyMaxPairs];   // per distinct on-rank key, at its first pair; else 0
   const int n = static_cast<int>(p.n_pairs), lane = threadIdx.x % 32;

@@ -19,7 +19,11 @@ def w_scale_shape(E: int, N: int, K: int, scale_layout: str) -> tuple[int, int, 
 
 
 def check_moe_gemm(a, w, w_scale, w_alpha, expert_offsets, act, a_scale, scale_layout) -> None:
-    check_tensor(OP, "a", a, dtypes=(torch.bfloat16,), dim=2, expected="bfloat16 [M, K]")
+    # a: contiguous, or one row expanded to all M rows (row stride 0; fused_moe passes that at T = 1)
+    check_tensor(OP, "a", a, dtypes=(torch.bfloat16,), dim=2, expected="bfloat16 [M, K]", contiguous=False)
+    if not a.is_contiguous() and not (a.stride(0) == 0 and a.stride(1) == 1):
+        fail(OP, f"a must be contiguous, or one row expanded to M rows (strides (0, 1)); got strides "
+                 f"{list(a.stride())} for shape {list(a.shape)}")
     check_tensor(OP, "w", w, dtypes=(torch.uint8,), dim=3, expected="uint8 [E, N, K/2] (packed e2m1)")
     M, K = a.shape
     E, N, K2 = w.shape
