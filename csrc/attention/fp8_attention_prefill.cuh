@@ -1,11 +1,12 @@
 // Prefill layout (q_len > 1, and decode with GQA groups >= 32; D_qk = D_v in {64, 128}): FlashAttention-2
 // structure on mma.sync.
 // One CTA = 64 * kMT packed (token, head) rows of one sequence and KV head; each of the 4 warps owns
-// kMT m16 tiles and walks all keys. K/V chunks of 32 keys are converted FP8 -> f16 ONCE per CTA into
-// shared memory (double buffered: the next chunk's bytes are in registers while the warps compute on
-// this one), and every warp reads them with ldmatrix, so the conversion and the global/L2 reads are
-// shared by all the CTA's rows. Q stays in shared memory (its fragments are re-read per chunk) to leave
-// registers for the O tiles. Same numerics as the decode kernels: f16 Q (clamped), exact f16 K/V, fp32
+// kMT m16 tiles and walks all keys. K/V chunks (32 keys at kMT = 2, 64 at kMT = 1) are converted
+// FP8 -> f16 ONCE per CTA into shared memory (double buffered: the next chunk's bytes are in registers
+// while the warps compute on this one), and every warp reads them with ldmatrix, so the conversion and
+// the global/L2 reads are shared by all the CTA's rows. At kMT = 2, Q stays in shared memory (its
+// fragments are re-read per chunk) to leave registers for the O tiles; at kMT = 1 it is held in
+// registers (CfgP::kQInRegs). Same numerics as the decode kernels: f16 Q (clamped), exact f16 K/V, fp32
 // accumulation and softmax, k_scale folded into the exponent scale, v_scale into the output.
 // kMT = 2 (128-row CTAs) when the host estimates q_len > 1: each K/V fragment a warp loads feeds both m-tiles' MMAs, and the
 // two tiles' MMA chains are independent (the one-tile version stalled on dependent chains and ldmatrix;
