@@ -260,6 +260,21 @@ def test_prefill_layout_splits(monkeypatch, splits, case, causal):
 
 
 @gpu
+@pytest.mark.parametrize("window", [-1, 15, 100])
+@pytest.mark.parametrize("splits", ["1", "4"])
+@pytest.mark.parametrize("Hq,Hkv,D", [(64, 2, 128), (48, 2, 64), (24, 2, 128), (32, 2, 64), (2, 2, 128)],
+                         ids=["group32_d128", "group24_d64", "group12_d128", "group16_d64", "group1_d128"])
+def test_prefill_layout_warp_split(monkeypatch, Hq, Hkv, D, splits, window):
+    """Decode in the prefill layout with 2 (groups 17-32) or 4 (groups <= 16) warps per 16-row tile,
+    each taking a part of every chunk's keys and merged in shared memory: ragged lengths (1, under one
+    warp's part, off the chunk grid), key splits (4: some empty), windows, the LSE op."""
+    set_layout(monkeypatch, "prefill")
+    monkeypatch.setenv("K2K_ATTN_SPLITS", splits)
+    seq_lens = [1, 9, 70, 300, 1000]
+    run_window(make_case([1] * len(seq_lens), seq_lens, Hq, Hkv, D, D, False, 16, per_head=True, seed=Hq + D), window)
+
+
+@gpu
 @pytest.mark.parametrize("layout", ["auto", "rows16", "prefill"])
 def test_prefill_long(monkeypatch, layout):
     set_layout(monkeypatch, layout)

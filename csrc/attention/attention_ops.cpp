@@ -102,7 +102,11 @@ int choose_splits(int64_t base_ctas, int64_t key_bound, int64_t capacity) {
 constexpr int64_t kPrefillDecodeMinHeads = 8;
 
 int layout_id(const k2k::Fp8AttnParams& p) {
-  if (p.prefill) return p.prefill_m_tiles == 1 ? k2k::kLayoutPrefill64 : k2k::kLayoutPrefill128;
+  if (p.prefill) {
+    if (p.prefill_m_tiles == 2) return k2k::kLayoutPrefill128;
+    return p.prefill_warp_split == 4 ? k2k::kLayoutPrefill16 : p.prefill_warp_split == 2 ? k2k::kLayoutPrefill32
+                                                                                        : k2k::kLayoutPrefill64;
+  }
   return p.rows8 ? k2k::kLayoutRows8 : k2k::kLayoutRows16;
 }
 
@@ -232,10 +236,12 @@ std::tuple<at::Tensor, at::Tensor> fp8_kv_attention_impl(
                 (!decode || (p.group >= 32 && B * Hkv >= kPrefillDecodeMinHeads));
     p.rows8 = !p.latent && !p.prefill && k_rows8 != 0 && decode && p.group <= 8;
   }
-  // prefill layout: 128-row CTAs (two m16 tiles per warp) for q_len > 1; 64-row CTAs for decode,
-  // where a KV head has only its group's rows.
+  // prefill layout: 128-row CTAs (two m16 tiles per warp) for q_len > 1; one m16 tile per warp for
+  // decode, where a KV head has only its group's rows: 64-row CTAs, or for groups <= 32 / <= 16 32- / 16-row
+  // CTAs whose 2 / 4 warps per row tile split each chunk's keys (no idle warps).
   p.prefill_m_tiles = p.prefill ? (decode ? 1 : 2) : 0;
-  const int rows_per_tile = p.prefill ? 64 * p.prefill_m_tiles : p.latent ? 64 : p.rows8 ? 8 : 16;
+  p.prefill_warp_split = !p.prefill || !decode ? 1 : p.group <= 16 ? 4 : p.group <= 32 ? 2 : 1;
+  const int rows_per_tile = p.prefill ? 64 * p.prefill_m_tiles / p.prefill_warp_split : p.latent ? 64 : p.rows8 ? 8 : 16;
   p.row_tiles = int(std::max<int64_t>(1, (q_est * p.group + rows_per_tile - 1) / rows_per_tile));
   const int dvc = k2k::fp8_attention_dv_chunk(int(D), int(DV));
   p.dv_chunks = (p.prefill || p.latent) ? 1 : int(DV / dvc);

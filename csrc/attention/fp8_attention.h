@@ -34,12 +34,14 @@ struct Fp8AttnParams {
   int prefill;                   // 1: prefill layout (FA2 CTAs, K/V converted once into shared memory;
                                  //    q_len > 1, and decode with large GQA groups)
   int prefill_m_tiles;           // prefill layout: m16 tiles per warp, 2 (128-row CTAs, the host's q_len
-                                 //    estimate > 1) or 1 (64-row CTAs, decode: a KV head's rows are its
-                                 //    group, 32 or 64 in the measured cases; larger groups loop over tiles)
+                                 //    estimate > 1) or 1 (decode: a KV head's rows are its group)
   int rows8;                     // 1: decode layout for group <= 8 (8-row tiles, keys in the MMA M dimension)
-  int row_tiles;                 // grid tiles of 16 rows (8 rows8, 64 x prefill_m_tiles prefill, 64 latent) per (sequence, KV head); CTAs loop past it
+  int row_tiles;                 // grid tiles of 16 rows (8 rows8, 64 x prefill_m_tiles / prefill_warp_split prefill, 64 latent) per (sequence, KV head); CTAs loop past it
   int num_splits;                // key-range splits (flash-decoding); 1 = write out directly
   int dv_chunks;                 // output-channel chunks (DV / DVC) computed by separate CTAs
+  int prefill_warp_split;        // prefill layout, one m16 tile per warp: warps sharing a 16-row tile, each
+                                 //    taking a part of every chunk's keys: 1 (64-row CTAs), 2 (32), 4 (16)
+                                 //    (last: the other kernels' parameter offsets stay as they were)
 };
 
 // Returns false if (D, DV) has no compiled configuration (the launcher checks first).
@@ -54,8 +56,12 @@ bool fp8_attention_prefill_supported(int D, int DV);
 bool fp8_attention_latent_supported(int D, int DV);
 int fp8_attention_latent_ctas_per_sm(int device);
 // Resident CTAs per SM of the (D, layout) kernel on `device` (occupancy query, cached; the prefill
-// layout exists for D 64 and 128 only, with 64-row (1 m16 tile per warp) or 128-row CTAs).
-enum Fp8AttnLayout : int { kLayoutRows16 = 0, kLayoutRows8 = 1, kLayoutPrefill64 = 2, kLayoutPrefill128 = 3 };
+// layout exists for D 64 and 128 only, with 128-row CTAs (2 m16 tiles per warp) or one m16 tile per
+// warp and 64-, 32- or 16-row CTAs (1, 2 or 4 warps per row tile)).
+enum Fp8AttnLayout : int {
+  kLayoutRows16 = 0, kLayoutRows8 = 1, kLayoutPrefill64 = 2, kLayoutPrefill128 = 3, kLayoutPrefill32 = 4,
+  kLayoutPrefill16 = 5, kLayoutCount = 6
+};
 int fp8_attention_ctas_per_sm(int D, int layout, int device);
 // ln 2: the kernels keep log-sum-exps in the log2 domain; p.lse is natural-log.
 constexpr float kLn2 = 0.6931471805599453f;

@@ -11,14 +11,12 @@ K2K_SMEM_BUDGET(fp8_attention_rows8_d128_dvc128, (Cfg8<128, 128>::kSmemBytes));
 cudaError_t launch_d128(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream) {
   return launch_config<128, 128>(p, n_ctas, stream);
 }
-K2K_SMEM_BUDGET(fp8_attention_prefill_d128_m1, (CfgP<128, 1>::kSmemBytes));
+K2K_SMEM_BUDGET(fp8_attention_prefill_d128_m1, (CfgP<128, 1>::kSmemBytes));   // also the warp-split (2, 4) ones: same tiles
 K2K_SMEM_BUDGET(fp8_attention_prefill_d128_m2, (CfgP<128, 2>::kSmemBytes));
 cudaError_t launch_prefill_d128(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream) {
   return launch_prefill<128>(p, n_ctas, stream);
 }
 int ctas_per_sm_d128(bool rows8) { return ctas_per_sm<128, 128>(rows8); }
-int ctas_per_sm_prefill_d128(int m_tiles) {
-  return m_tiles == 1 ? ctas_per_sm_prefill<128, 1>() : ctas_per_sm_prefill<128, 2>();
-}
+int ctas_per_sm_prefill_d128(int m_tiles, int warp_split) { return ctas_per_sm_prefill<128>(m_tiles, warp_split); }
 }  // namespace attn
 }  // namespace k2k

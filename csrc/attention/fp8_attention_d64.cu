@@ -11,14 +11,12 @@ K2K_SMEM_BUDGET(fp8_attention_rows8_d64_dvc64, (Cfg8<64, 64>::kSmemBytes));
 cudaError_t launch_d64(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream) {
   return launch_config<64, 64>(p, n_ctas, stream);
 }
-K2K_SMEM_BUDGET(fp8_attention_prefill_d64_m1, (CfgP<64, 1>::kSmemBytes));
+K2K_SMEM_BUDGET(fp8_attention_prefill_d64_m1, (CfgP<64, 1>::kSmemBytes));   // also the warp-split (2, 4) ones: same tiles
 K2K_SMEM_BUDGET(fp8_attention_prefill_d64_m2, (CfgP<64, 2>::kSmemBytes));
 cudaError_t launch_prefill_d64(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream) {
   return launch_prefill<64>(p, n_ctas, stream);
 }
 int ctas_per_sm_d64(bool rows8) { return ctas_per_sm<64, 64>(rows8); }
-int ctas_per_sm_prefill_d64(int m_tiles) {
-  return m_tiles == 1 ? ctas_per_sm_prefill<64, 1>() : ctas_per_sm_prefill<64, 2>();
-}
+int ctas_per_sm_prefill_d64(int m_tiles, int warp_split) { return ctas_per_sm_prefill<64>(m_tiles, warp_split); }
 }  // namespace attn
 }  // namespace k2k

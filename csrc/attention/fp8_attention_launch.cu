@@ -21,8 +21,8 @@ int ctas_per_sm_d64(bool rows8);
 int ctas_per_sm_d128(bool rows8);
 int ctas_per_sm_d256(bool rows8);
 int ctas_per_sm_d576(bool rows8);
-int ctas_per_sm_prefill_d64(int m_tiles);
-int ctas_per_sm_prefill_d128(int m_tiles);
+int ctas_per_sm_prefill_d64(int m_tiles, int warp_split);
+int ctas_per_sm_prefill_d128(int m_tiles, int warp_split);
 }  // namespace attn
 
 cudaError_t launch_fp8_attention_merge(const float* part_o, const float* part_lse, __nv_bfloat16* out, float* lse, int splits,
@@ -78,16 +78,18 @@ int fp8_attention_latent_ctas_per_sm(int device) {
 
 int fp8_attention_ctas_per_sm(int D, int layout, int device) {
   // Cached per (device, D, layout): the occupancy query is host-only but not free.
-  static int cache[16][4][4] = {};
+  static int cache[16][4][kLayoutCount] = {};
   const int di = D == 64 ? 0 : D == 128 ? 1 : D == 256 ? 2 : 3;
   if (device < 0 || device >= 16) device = 0;
-  if (layout < kLayoutRows16 || layout > kLayoutPrefill128) layout = kLayoutRows16;
+  if (layout < 0 || layout >= kLayoutCount) layout = kLayoutRows16;
   int& slot = cache[device][di][layout];
   if (slot == 0) {
     const bool rows8 = layout == kLayoutRows8;
-    if (layout == kLayoutPrefill64 || layout == kLayoutPrefill128) {
-      const int m_tiles = layout == kLayoutPrefill64 ? 1 : 2;
-      slot = D == 64 ? attn::ctas_per_sm_prefill_d64(m_tiles) : attn::ctas_per_sm_prefill_d128(m_tiles);
+    if (layout >= kLayoutPrefill64) {
+      const int m_tiles = layout == kLayoutPrefill128 ? 2 : 1;
+      const int warp_split = layout == kLayoutPrefill16 ? 4 : layout == kLayoutPrefill32 ? 2 : 1;
+      slot = D == 64 ? attn::ctas_per_sm_prefill_d64(m_tiles, warp_split)
+                     : attn::ctas_per_sm_prefill_d128(m_tiles, warp_split);
     } else {
       switch (D) {
         case 64: slot = attn::ctas_per_sm_d64(rows8); break;

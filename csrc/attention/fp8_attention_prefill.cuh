@@ -18,19 +18,28 @@
 // split's share of the chunks and writes normalized fp32 O and its log2 LSE for the merge. That
 // makes the layout usable for decode with large GQA groups (64 heads of a KV head in one CTA convert
 // each K/V byte once, where 16-row tiles convert it once per 16 heads).
+// Warp key split (kWS = 2 or 4, one m16 tile per warp): when a KV head has only 32 or 16 rows (decode
+// with GQA groups 32 / <= 16), kWS warps share each 16-row tile and split every 64-key chunk between
+// them (32 or 16 keys each); at the end they merge their (max, sum, O) through shared memory, as the
+// key splits are merged across CTAs. Without it a 64-row CTA at group 32 left two of its four warps
+// idle while the CTA converted the head's K/V for them.
 #pragma once
 #include "attention/fp8_attention_kernel.cuh"
 
 namespace k2k {
 namespace attn {
 
-template <int D, int MT>
+template <int D, int MT, int WS = 1>
 struct CfgP {
   static_assert(D == 64 || D == 128, "prefill layout: D_qk = D_v in {64, 128}");
   static_assert(MT == 1 || MT == 2, "prefill layout: 1 or 2 m16 tiles per warp");
+  static_assert(WS == 1 || WS == 2 || WS == 4, "prefill layout: 1, 2 or 4 warps per row tile");
+  static_assert(WS == 1 || MT == 1, "the warp key split is for one m16 tile per warp (decode)");
   static constexpr int kMT = MT;                        // m16 tiles per warp
+  static constexpr int kWS = WS;                        // warps sharing a row tile (each a part of every chunk's keys)
+  static constexpr int kRowTiles = kWarps / kWS;        // distinct row tiles of the CTA
   static constexpr int kRowsWarp = 16 * kMT;            // 16 or 32 rows
-  static constexpr int kRowsCta = kWarps * kRowsWarp;   // 64 or 128 rows
+  static constexpr int kRowsCta = kRowTiles * kRowsWarp;   // 128, 64, 32 or 16 rows
   // MT = 1 keeps Q in registers (kKS x 4 per thread) and stages it through stage 1's K tile, which
   // holds exactly 64 rows at 64 keys per chunk; MT = 2 has no registers to spare: Q stays in shared
   // memory and chunks are 32 keys so that Q + 2 stages fit the 99 KB of SM120.
@@ -43,7 +52,13 @@ struct CfgP {
   static constexpr int kLoads = kKeys * D / 16 / kThreads;   // 16-byte loads per thread per tile (D/64)
   static_assert(kLoads >= 1 && kKeys * D / 16 % kThreads == 0, "whole 16-byte pieces per thread");
   static constexpr int kSmemBytes = (kQElems + 2 * 2 * kTile) * 2;   // Q + 2 stages x (K, V), f16
-  static constexpr int kNT = kKeys / 8;                 // S n-tiles per chunk
+  static constexpr int kWarpKeys = kKeys / kWS;          // keys of a chunk one warp computes
+  static constexpr int kNT = kWarpKeys / 8;             // S n-tiles per warp and chunk
+  static_assert(kWarpKeys % 16 == 0, "whole 16-key PV steps per warp");
+  // warp key split: per part > 0, each lane's O fragments, row maxima and partial sums (fp32), read by
+  // part 0 after the loop from the (then free) K/V tiles
+  static constexpr int kMergeVals = D / 2 + 4;
+  static_assert((kWS - 1) * kRowTiles * kMergeVals * 32 * 4 <= 2 * 2 * kTile * 2, "merge buffer fits the K/V tiles");
   static constexpr int kKS = D / 16;                    // QK k-steps; PV n-tiles = D / 8
 };
 
@@ -71,14 +86,18 @@ __device__ __forceinline__ void store_f16x16(__half* dst, const uint4 v) {
   *reinterpret_cast<uint4*>(dst + 8) = make_uint4(h[4], h[5], h[6], h[7]);
 }
 
-template <int D, int MT>
+template <int D, int MT, int WS>
 __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(const Fp8AttnParams p) {
-  using C = CfgP<D, MT>;
+  using C = CfgP<D, MT, WS>;
   extern __shared__ __align__(16) uint8_t smem[];
   __half* tiles = reinterpret_cast<__half*>(smem) + C::kQElems;   // [stage][K | V][kKeys][kStride]
   // [kRowsCta][kStride]: its own region (MT = 2) or stage 1's K tile until Q is in registers (MT = 1)
   __half* q_s = C::kQInRegs ? tiles + 2 * C::kTile : reinterpret_cast<__half*>(smem);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  // (kWS == 1 spelled out: the compiler cannot prove warp < 4, and these must fold away there)
+  const int rt = C::kWS == 1 ? warp : warp % C::kRowTiles;   // this warp's row tile (kRowsWarp rows)
+  const int part = C::kWS == 1 ? 0 : warp / C::kRowTiles;    // its share of each chunk's keys
+  const int pkey = part * C::kWarpKeys;                  // first key of that share within the chunk
 
   int64_t idx = blockIdx.x;                              // dv_chunks == 1 here
   // Heaviest row tiles first: under a causal mask the last tiles see the most keys, and launched last
@@ -123,17 +142,17 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
       __syncthreads();
 #pragma unroll
       for (int kk = 0; kk < C::kKS; ++kk)
-        ldsm_x4(qr[kk], q_s + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * C::kStride + kk * 16 + (lane >> 4) * 8);
+        ldsm_x4(qr[kk], q_s + (rt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * C::kStride + kk * 16 + (lane >> 4) * 8);
       __syncthreads();                                   // stage 1 free again before any chunk lands there
     }
 
-    int lim[C::kMT][2];                                  // row warp * kRowsWarp + mt * 16 + g + rr * 8
+    int lim[C::kMT][2];                                  // row rt * kRowsWarp + mt * 16 + g + rr * 8
     int warp_end = 0, warp_lim_min = INT_MAX;
 #pragma unroll
     for (int mt = 0; mt < C::kMT; ++mt)
 #pragma unroll
       for (int rr = 0; rr < 2; ++rr) {
-        const int row = row0 + warp * C::kRowsWarp + mt * 16 + g + rr * 8;
+        const int row = row0 + rt * C::kRowsWarp + mt * 16 + g + rr * 8;
         lim[mt][rr] = 0;
         if (row < n_rows) lim[mt][rr] = p.causal ? min(L, L - q_len + row / G + 1) : L;
         warp_end = max(warp_end, lim[mt][rr]);
@@ -149,7 +168,7 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
     warp_lim_min = min(warp_lim_min, __shfl_xor_sync(0xffffffffu, warp_lim_min, 4));
     warp_lim_min = min(warp_lim_min, __shfl_xor_sync(0xffffffffu, warp_lim_min, 8));
     warp_lim_min = min(warp_lim_min, __shfl_xor_sync(0xffffffffu, warp_lim_min, 16));
-    const int warp_begin = window_begin(L - q_len + (row0 + warp * C::kRowsWarp) / G, p.window_left);
+    const int warp_begin = window_begin(L - q_len + (row0 + rt * C::kRowsWarp) / G, p.window_left);
     int key_end = L;
     if (p.causal) key_end = min(L, L - q_len + (min(row0 + C::kRowsCta, n_rows) - 1) / G + 1);
     key_end = max(key_end, 0);
@@ -201,7 +220,7 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
       store(0, kr, vr);
     }
     __syncthreads();                                     // q_s and stage 0 written
-    const __half* q_warp = q_s + (warp * C::kRowsWarp + (lane & 7) + ((lane >> 3) & 1) * 8) * C::kStride + (lane >> 4) * 8;
+    const __half* q_warp = q_s + (rt * C::kRowsWarp + (lane & 7) + ((lane >> 3) & 1) * 8) * C::kStride + (lane >> 4) * 8;
     for (int c = c_begin; c < c_end; ++c) {
       const int stage = (c - c_begin) & 1;
       if (c + 1 < c_end) load(c + 1, kr, vr);            // in flight during this chunk's math
@@ -228,7 +247,7 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
 #pragma unroll
           for (int j = 0; j < C::kNT; j += 2) {
             uint32_t bk[4];   // b0, b1 of n-tile j, then of j + 1
-            ldsm_x4(bk, ks + (j * 8 + (lane & 7) + (lane >> 4) * 8) * C::kStride + kk * 16 + ((lane >> 3) & 1) * 8);
+            ldsm_x4(bk, ks + (pkey + j * 8 + (lane & 7) + (lane >> 4) * 8) * C::kStride + kk * 16 + ((lane >> 3) & 1) * 8);
 #pragma unroll
             for (int mt = 0; mt < C::kMT; ++mt) {
               mma_f16(s[mt][j], qf[mt][0], qf[mt][1], qf[mt][2], qf[mt][3], bk[0], bk[1]);
@@ -256,7 +275,7 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
             for (int j = 0; j < C::kNT; ++j)
 #pragma unroll
               for (int e = 0; e < 4; ++e) {
-                const int key = kb + j * 8 + 2 * t + (e & 1);
+                const int key = kb + pkey + j * 8 + 2 * t + (e & 1);
                 s[mt][j][e] = key_visible(key, lim[mt][e >> 1], p.window_left) ? s[mt][j][e] * sl2 : -INFINITY;
                 mx[e >> 1] = fmaxf(mx[e >> 1], s[mt][j][e]);
               }
@@ -292,7 +311,7 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
         // ---- O += P V: k-step kk = keys 16kk..16kk+15 = S n-tiles 2kk, 2kk+1; each V fragment feeds
         // both m-tiles
 #pragma unroll
-        for (int kk = 0; kk < C::kKeys / 16; ++kk) {
+        for (int kk = 0; kk < C::kWarpKeys / 16; ++kk) {
           uint32_t a[C::kMT][4];
 #pragma unroll
           for (int mt = 0; mt < C::kMT; ++mt) {
@@ -304,7 +323,7 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
 #pragma unroll
           for (int j = 0; j < D / 8; j += 2) {
             uint32_t bv[4];   // b0, b1 of channel n-tile j, then of j + 1
-            ldsm_x4_trans(bv, vs + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * C::kStride + j * 8 + (lane >> 4) * 8);
+            ldsm_x4_trans(bv, vs + (pkey + kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * C::kStride + j * 8 + (lane >> 4) * 8);
 #pragma unroll
             for (int mt = 0; mt < C::kMT; ++mt) {
               mma_f16(o[mt][j], a[mt][0], a[mt][1], a[mt][2], a[mt][3], bv[0], bv[1]);
@@ -317,7 +336,49 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
       __syncthreads();
     }
 
-    // ---- normalize and write this warp's kRowsWarp rows
+    if constexpr (C::kWS > 1) {
+      // ---- warp key split: part 0 of each row tile takes in the other parts' (max, sum, O), lane by
+      // lane (the same rows and channels in every part), rescaled to the common maximum
+      float* red = reinterpret_cast<float*>(tiles);      // [part - 1][rt][value][lane]; tiles are free now
+      __syncthreads();                                   // every warp is past its last chunk
+      if (part > 0) {
+        float* dst = red + ((part - 1) * C::kRowTiles + rt) * C::kMergeVals * 32 + lane;
+#pragma unroll
+        for (int j = 0; j < D / 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) dst[(j * 4 + e) * 32] = o[0][j][e];
+        dst[(D / 2 + 0) * 32] = m[0][0];
+        dst[(D / 2 + 1) * 32] = m[0][1];
+        dst[(D / 2 + 2) * 32] = l[0][0];
+        dst[(D / 2 + 3) * 32] = l[0][1];
+      }
+      __syncthreads();
+      if (part == 0) {
+#pragma unroll
+        for (int q = 1; q < C::kWS; ++q) {
+          const float* src = red + ((q - 1) * C::kRowTiles + rt) * C::kMergeVals * 32 + lane;
+          float a_own[2], a_in[2];
+#pragma unroll
+          for (int rr = 0; rr < 2; ++rr) {
+            const float m_in = src[(D / 2 + rr) * 32];
+            const float m_new = fmaxf(m[0][rr], m_in);
+            const float base = m_new == -INFINITY ? 0.f : m_new;   // both empty: weights 0, sums stay 0
+            a_own[rr] = fast_exp2(m[0][rr] - base);
+            a_in[rr] = fast_exp2(m_in - base);
+            m[0][rr] = m_new;
+            l[0][rr] = l[0][rr] * a_own[rr] + src[(D / 2 + 2 + rr) * 32] * a_in[rr];
+          }
+#pragma unroll
+          for (int j = 0; j < D / 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+              o[0][j][e] = o[0][j][e] * a_own[e >> 1] + src[(j * 4 + e) * 32] * a_in[e >> 1];
+        }
+      }
+    }
+
+    // ---- normalize and write this warp's kRowsWarp rows (part 0 of each row tile)
+    if (part != 0) continue;                             // warp-uniform; the next tile starts with a barrier
 #pragma unroll
     for (int mt = 0; mt < C::kMT; ++mt) {
 #pragma unroll
@@ -325,7 +386,7 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
         float lsum = l[mt][rr];
         lsum += __shfl_xor_sync(0xffffffffu, lsum, 1);
         lsum += __shfl_xor_sync(0xffffffffu, lsum, 2);
-        const int row = row0 + warp * C::kRowsWarp + mt * 16 + g + rr * 8;
+        const int row = row0 + rt * C::kRowsWarp + mt * 16 + g + rr * 8;
         if (row >= n_rows) continue;
         const float f = lsum > 0.f ? vscale / lsum : 0.f;
         const float lse2 = lsum > 0.f ? m[mt][rr] + __log2f(lsum) : -INFINITY;   // log2 domain
@@ -353,20 +414,30 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
 }
 
 // Resident CTAs per SM of the prefill kernel (registers + shared memory), for the split heuristic.
-template <int D, int MT>
+template <int D, int MT, int WS>
 int ctas_per_sm_prefill() {
-  constexpr int kSmem = CfgP<D, MT>::kSmemBytes;
-  auto kernel = fp8_attention_prefill_kernel<D, MT>;
+  constexpr int kSmem = CfgP<D, MT, WS>::kSmemBytes;
+  auto kernel = fp8_attention_prefill_kernel<D, MT, WS>;
   if (kSmem > 48 * 1024) cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
   int n = 0;
   cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kThreads, kSmem);
   return n > 0 ? n : 1;
 }
 
-template <int D, int MT>
-cudaError_t launch_prefill_mt(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream) {
-  constexpr int kSmem = CfgP<D, MT>::kSmemBytes;
-  auto kernel = fp8_attention_prefill_kernel<D, MT>;
+// The instantiations: 128-row CTAs (m_tiles 2) or one m16 tile per warp with 1, 2 or 4 warps per row
+// tile (64-, 32- or 16-row CTAs).
+template <int D>
+int ctas_per_sm_prefill(int m_tiles, int warp_split) {
+  if (m_tiles == 2) return ctas_per_sm_prefill<D, 2, 1>();
+  if (warp_split == 4) return ctas_per_sm_prefill<D, 1, 4>();
+  if (warp_split == 2) return ctas_per_sm_prefill<D, 1, 2>();
+  return ctas_per_sm_prefill<D, 1, 1>();
+}
+
+template <int D, int MT, int WS>
+cudaError_t launch_prefill_cfg(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream) {
+  constexpr int kSmem = CfgP<D, MT, WS>::kSmemBytes;
+  auto kernel = fp8_attention_prefill_kernel<D, MT, WS>;
   if (kSmem > 48 * 1024) {
     const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
     if (e != cudaSuccess) return e;
@@ -375,11 +446,15 @@ cudaError_t launch_prefill_mt(const Fp8AttnParams& p, int64_t n_ctas, cudaStream
   return cudaGetLastError();
 }
 
-// p.prefill_m_tiles picks the instantiation: 2 (128-row CTAs) or 1 (64-row CTAs).
+// p.prefill_m_tiles and p.prefill_warp_split pick the instantiation.
 template <int D>
 cudaError_t launch_prefill(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream) {
-  if (p.prefill_m_tiles == 2) return launch_prefill_mt<D, 2>(p, n_ctas, stream);
-  if (p.prefill_m_tiles == 1) return launch_prefill_mt<D, 1>(p, n_ctas, stream);
+  if (p.prefill_m_tiles == 2 && p.prefill_warp_split == 1) return launch_prefill_cfg<D, 2, 1>(p, n_ctas, stream);
+  if (p.prefill_m_tiles == 1) {
+    if (p.prefill_warp_split == 1) return launch_prefill_cfg<D, 1, 1>(p, n_ctas, stream);
+    if (p.prefill_warp_split == 2) return launch_prefill_cfg<D, 1, 2>(p, n_ctas, stream);
+    if (p.prefill_warp_split == 4) return launch_prefill_cfg<D, 1, 4>(p, n_ctas, stream);
+  }
   return cudaErrorInvalidValue;
 }
 
