@@ -95,10 +95,10 @@ int choose_splits(int64_t base_ctas, int64_t key_bound, int64_t capacity) {
   return int(std::max<int64_t>(1, std::min<int64_t>(s, 64)));
 }
 
-// Decode with GQA groups >= 32 takes the 64-row prefill layout from this many (sequence, KV head)
-// pairs on: fewer leave its grid (pairs x key splits of >= 512 keys) too small. H200, Hq 128 / 8K,
-// forced on vs off (seventh session): 1 x 4 pairs 31.3 vs 29.9 us, 2 x 2 35.0 vs 36.2, 2 x 4 31.7 vs
-// 37.4, 4 x 2 35.6 vs 45.2, 1 x 2 34.8 vs 29.6.
+// Decode with GQA groups >= 32 takes the prefill layout from this many (sequence, KV head) pairs on:
+// fewer leave its grid (pairs x key splits of >= 512 keys) too small. H200, Hq 128 / 8K, forced on vs
+// off (eighth session, with the warp key split at group 32): B x H_kv = 1 x 4 pairs 29.0 vs 29.7 us,
+// 2 x 2 36.0 vs 36.8, 2 x 4 29.7 vs 37.0, 4 x 2 35.7 vs 45.2, 1 x 2 35.4 vs 29.9.
 constexpr int64_t kPrefillDecodeMinHeads = 8;
 
 int layout_id(const k2k::Fp8AttnParams& p) {
@@ -229,9 +229,10 @@ std::tuple<at::Tensor, at::Tensor> fp8_kv_attention_impl(
     p.prefill = 1;
   } else {                                          // defaults; a knob set to 0 rules its layout out
     p.latent = k_latent != 0 && latent_ok && decode && B >= 8;
-    // decode with GQA groups >= 32: the prefill layout with 64-row CTAs (one CTA converts its KV head's
-    // K/V once for the whole group; the 16-row layout converts it once per 16 heads and is
-    // compute-bound there) when the grid has enough (sequence, KV head) pairs: kPrefillDecodeMinHeads.
+    // decode with GQA groups >= 32: the prefill layout (one CTA converts its KV head's K/V once for the
+    // whole group; the 16-row layout converts it once per 16 heads and is compute-bound there) when the
+    // grid has enough (sequence, KV head) pairs: kPrefillDecodeMinHeads. Not for groups <= 16, even with
+    // the warp key split: B 32 8K group 16 225.6 vs 211 us (16-row), group 8 234.8 vs 158 (rows8).
     p.prefill = !p.latent && k_prefill != 0 && prefill_ok &&
                 (!decode || (p.group >= 32 && B * Hkv >= kPrefillDecodeMinHeads));
     p.rows8 = !p.latent && !p.prefill && k_rows8 != 0 && decode && p.group <= 8;

@@ -10,9 +10,9 @@
 // accumulation and softmax, k_scale folded into the exponent scale, v_scale into the output.
 // kMT = 2 (128-row CTAs) when the host estimates q_len > 1: each K/V fragment a warp loads feeds both m-tiles' MMAs, and the
 // two tiles' MMA chains are independent (the one-tile version stalled on dependent chains and ldmatrix;
-// Nsight, sixth session: "wait" 1.59, short scoreboard 0.96 per issue). kMT = 1 (64-row CTAs) for
-// decode, where a KV head's rows are its GQA group (>= 32 here): 128 rows would leave warps idle at
-// groups 32 / 64 (group 32 still idles two of four warps; a group of 128 takes two 64-row tiles, each
+// Nsight, sixth session: "wait" 1.59, short scoreboard 0.96 per issue). kMT = 1 (64-row CTAs, or 32 /
+// 16 rows with the warp key split below) for decode, where a KV head's rows are its GQA group: 128
+// rows would leave warps idle at groups 32 / 64 (a group of 128 takes two 64-row tiles, each
 // converting the head's K/V: correct, not measured).
 // Key-range splits (flash-decoding) as in the decode layouts: with num_splits > 1 each CTA walks its
 // split's share of the chunks and writes normalized fp32 O and its log2 LSE for the merge. That
