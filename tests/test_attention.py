@@ -130,7 +130,7 @@ def run_and_check(args, causal=True, max_q_len=-1):
 # ---------------------------------------------------------------- GPU: decode
 # Kernel layouts (docs/attention.md), each forced by its knob: "rows16" (the 16-row layout, every other
 # layout off), "rows8" (keys on the MMA's M side), "prefill" (FA2 layout: 128-row CTAs for q_len > 1,
-# 64-row for decode; D = D_v in
+# 64-, 32- or 16-row for decode by group size; D = D_v in
 # {64, 128}), "latent" (8-warp MLA layout, D 576 / DV 512 only); "auto" = the launcher's choice by shape.
 LAYOUTS = {"auto": {}, "rows16": {"K2K_ATTN_ROWS8": "0", "K2K_ATTN_PREFILL": "0", "K2K_ATTN_LATENT": "0"},
            "rows8": {"K2K_ATTN_ROWS8": "1"}, "prefill": {"K2K_ATTN_PREFILL": "1"}, "latent": {"K2K_ATTN_LATENT": "1"}}

@@ -1,7 +1,8 @@
 // Prefill layout (q_len > 1, and decode with GQA groups >= 32; D_qk = D_v in {64, 128}): FlashAttention-2
 // structure on mma.sync.
-// One CTA = 64 * kMT packed (token, head) rows of one sequence and KV head; each of the 4 warps owns
-// kMT m16 tiles and walks all keys. K/V chunks (32 keys at kMT = 2, 64 at kMT = 1) are converted
+// One CTA = 64 * kMT / kWS packed (token, head) rows of one sequence and KV head; each of the 4 warps
+// owns kMT m16 tiles and walks all keys (with the warp key split below: its part of every chunk's
+// keys). K/V chunks (32 keys at kMT = 2, 64 at kMT = 1) are converted
 // FP8 -> f16 ONCE per CTA into shared memory (double buffered: the next chunk's bytes are in registers
 // while the warps compute on this one), and every warp reads them with ldmatrix, so the conversion and
 // the global/L2 reads are shared by all the CTA's rows. At kMT = 2, Q stays in shared memory (its
@@ -18,8 +19,8 @@
 // split's share of the chunks and writes normalized fp32 O and its log2 LSE for the merge. That
 // makes the layout usable for decode with large GQA groups (64 heads of a KV head in one CTA convert
 // each K/V byte once, where 16-row tiles convert it once per 16 heads).
-// Warp key split (kWS = 2 or 4, one m16 tile per warp): when a KV head has only 32 or 16 rows (decode
-// with GQA groups 32 / <= 16), kWS warps share each 16-row tile and split every 64-key chunk between
+// Warp key split (kWS = 2 or 4, one m16 tile per warp): when a KV head has only <= 32 or <= 16 rows
+// (decode with GQA groups 17-32 / <= 16), kWS warps share each 16-row tile and split every 64-key chunk between
 // them (32 or 16 keys each); at the end they merge their (max, sum, O) through shared memory, as the
 // key splits are merged across CTAs. Without it a 64-row CTA at group 32 left two of its four warps
 // idle while the CTA converted the head's K/V for them.
@@ -123,7 +124,8 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
 
   for (int tile = tile0; tile * C::kRowsCta < n_rows; tile += p.row_tiles) {
     const int row0 = tile * C::kRowsCta;
-    // ---- Q (kRowsCta rows) -> f16 in shared memory (A fragments re-read per chunk with ldmatrix)
+    // ---- Q (kRowsCta rows) -> f16 in shared memory (kMT = 2: A fragments re-read per chunk with
+    // ldmatrix; kMT = 1: read into registers once, below)
     __syncthreads();
     for (int i = threadIdx.x; i < C::kRowsCta * (D / 8); i += kThreads) {
       const int r = i / (D / 8), cc = i % (D / 8), row = row0 + r;
