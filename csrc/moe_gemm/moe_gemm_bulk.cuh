@@ -336,7 +336,8 @@ bool launch_bulk(const MoeGemmParams& p, int smem_limit, cudaStream_t stream) {
   if (units == 0) return true;
   constexpr auto k = moe_gemm_bulk_kernel<kTokens, kStages>;
   // PDL: the kernel's prologue and first weight prefetches overlap the previous kernel's end
-  // (fused_moe: gather before gate_up, SiLU before down; those trigger their dependents at their start).
+  // (fused_moe: gather before gate_up, or moe_align at T = 1; SiLU before down; those trigger their
+  // dependents at their start).
   // (a launch error surfaces through cudaGetLastError: C10_CUDA_KERNEL_LAUNCH_CHECK in the caller)
   launch_with_pdl(k, dim3(persistent_grid<k>(units, kBulkThreads, smem)), dim3(kBulkThreads), smem, stream, p);
   return true;
