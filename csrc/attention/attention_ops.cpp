@@ -208,7 +208,7 @@ std::tuple<at::Tensor, at::Tensor> fp8_kv_attention_impl(
   //     session: B=32 8K 145-159 us, 32K 587 us);
   //   prefill (FA2 CTAs, K/V in smem) for q_len > 1 with D = D_v in {64, 128}: 8K causal 5.27 vs
   //     11.13 ms with 64-row CTAs; 128-row CTAs (seventh session) 4.37-4.44 ms, 512 tokens 51.8 us;
-  //     also (64-row CTAs, key splits) for decode with GQA groups >= 32 (see below);
+  //     also (one m16 tile per warp, key splits) for decode with GQA groups >= 32 (see below);
   //   latent (8-warp MLA, D 576 / D_v 512) from 8 sequences: B=32 275 vs 534 us, B=8 97.8 vs 158.6;
   //     at B=1 it is slower (93.7 vs 59.3), so small batches keep the 16-row layout.
   // Otherwise the 16-row layout.

@@ -24,6 +24,13 @@ int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 bool aligned(const void* ptr, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
 
+// `a` is one row expanded to all M > 1 rows (row stride 0: fused_moe at T = 1, whose top-k rows are all
+// the one token's). The only non-contiguous `a` moe_gemm accepts; the bulk kernel reads it in place,
+// every other path gets the rows materialized.
+bool is_broadcast_row(const at::Tensor& a) {
+  return a.dim() == 2 && a.size(0) > 1 && a.stride(0) == 0 && a.stride(1) == 1;
+}
+
 // Mean rows per expert with rows, which the host knows without reading the offsets (M rows over at
 // most min(E, M) experts): every kernel choice below is made from it.
 double mean_rows(int64_t M, int64_t E) {
@@ -91,10 +98,8 @@ int stream_variant(int nt, const Knobs& k) {
 void check_inputs(const at::Tensor& a, const at::Tensor& w, const at::Tensor& w_scale, const at::Tensor& w_alpha,
                   const at::Tensor& offsets, const std::string& act, const std::optional<at::Tensor>& a_scale,
                   const std::string& scale_layout) {
-  // a: contiguous, or one row broadcast to all M rows (row stride 0: fused_moe at T = 1, whose top-k rows
-  // are all the one token's)
-  const bool a_broadcast = a.dim() == 2 && a.size(0) > 1 && a.stride(0) == 0 && a.stride(1) == 1;
-  k2k::check_tensor(kOp, "a", a_broadcast ? a.narrow(0, 0, 1) : a, at::kBFloat16, 2,
+  // a: contiguous, or a broadcast row (its one row is checked)
+  k2k::check_tensor(kOp, "a", is_broadcast_row(a) ? a.narrow(0, 0, 1) : a, at::kBFloat16, 2,
                     "bfloat16 [M, K] (contiguous, or one row expanded to M rows)");
   k2k::check_tensor(kOp, "w", w, at::kByte, 3, "uint8 [E, N, K/2] (packed e2m1)");
   const int64_t K = a.size(1), E = w.size(0), N = w.size(1);
@@ -146,7 +151,7 @@ std::optional<at::Tensor> try_sm120_w4a4(const at::Tensor& a, const at::Tensor& 
   int major = 0;
   cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, a.get_device());
   if (major != 12 || dlsym(RTLD_DEFAULT, "k2k_smem_budgets_cutlass_sm120") == nullptr) return std::nullopt;
-  const at::Tensor a_rows = a.size(0) > 1 && a.stride(0) == 0 ? a.contiguous() : a;   // that op wants rows
+  const at::Tensor a_rows = is_broadcast_row(a) ? a.contiguous() : a;   // that op wants rows
   auto handle = c10::Dispatcher::singleton().findSchema({"k2kernels::moe_gemm_w4a4_sm120", ""});
   if (!handle.has_value() || !handle->hasKernelForDispatchKey(c10::DispatchKey::CUDA)) return std::nullopt;
   return handle
@@ -163,7 +168,6 @@ at::Tensor moe_gemm_cuda(const at::Tensor& a, const at::Tensor& w, const at::Ten
   const Knobs knobs = read_knobs();
   const c10::cuda::CUDAGuard guard(a.device());
   const int64_t M = a.size(0), K = a.size(1), E = w.size(0), N = w.size(1);
-  const bool a_broadcast = M > 1 && a.stride(0) == 0;     // one row for all M (check_inputs allowed it)
   if (act == "nvfp4" && scale_layout == "swizzled") {
     if (auto native = try_sm120_w4a4(a, w, w_scale, w_alpha, expert_offsets, *a_scale)) return *native;
   }
@@ -173,7 +177,7 @@ at::Tensor moe_gemm_cuda(const at::Tensor& a, const at::Tensor& w, const at::Ten
 
   k2k::MoeGemmParams p{};
   p.a = reinterpret_cast<const __nv_bfloat16*>(a.data_ptr());
-  p.lda = a_broadcast ? 0 : K;
+  p.lda = is_broadcast_row(a) ? 0 : K;
   // Only the bulk kernel reads a broadcast row as such; every other path gets the rows materialized
   // (the copy fused_moe's gather would have made).
   at::Tensor a_dense;
