@@ -152,6 +152,45 @@ def test_broadcast_row_activations_match_materialized(layout):
     assert_close(out, cheap_reference(a.contiguous(), w, s, alpha, offsets, layout))
 
 
+BROADCAST_PATHS = ([("tiled", k, "bf16") for k in ("auto", "bulk", "pipe", "persist", "tile")] +
+                   [(lay, "auto", act) for lay in ("linear", "swizzled") for act in ("bf16", "nvfp4")] +
+                   [("tiled", "auto", "nvfp4")])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("offset", [0, 1, 8], ids=["aligned", "odd_element", "off_16B"])
+@pytest.mark.parametrize("layout,kernel,act", BROADCAST_PATHS, ids=[f"{p[0]}-{p[1]}-{p[2]}" for p in BROADCAST_PATHS])
+def test_broadcast_row_every_path(monkeypatch, offset, layout, kernel, act):
+    """A row-stride-0 `a` through every path: each kernel forced on the tiled layout, the linear and
+    swizzled layouts, act='nvfp4' (quantized per expert from the materialized rows), and a row whose
+    base is not 16-byte aligned (copied before the alignment test): bit-equal to the materialized rows."""
+    E, N, K = 8, 128, 1024
+    if kernel != "auto":
+        monkeypatch.setenv("K2K_MOE_GEMM_KERNEL", kernel)
+    w, s, alpha = make_weights(E, N, K, "bytes", "cuda", layout)
+    offsets = offsets_from_counts((1, 0, 2, 1, 0, 0, 1, 3), "cuda")
+    buf = torch.randn(K + 64, device="cuda").to(torch.bfloat16)
+    a = buf[offset:offset + K].view(1, K).expand(8, K)
+    a_scale = torch.full((E,), 0.05, device="cuda") if act == "nvfp4" else None
+    out = run_op(a, w, s, alpha, offsets, act, a_scale, layout)
+    want = run_op(a.contiguous(), w, s, alpha, offsets, act, a_scale, layout)
+    assert torch.equal(out.view(torch.int16), want.view(torch.int16))
+    assert_close(out, cheap_reference(a.contiguous(), w, s, alpha, offsets, layout, act, a_scale))
+
+
+@pytest.mark.gpu
+def test_broadcast_row_opcheck():
+    """torch.library.opcheck (fake, autograd registration) with a row-stride-0 `a` on CUDA. test_schema is
+    left out for the reason in test_opcheck_and_compile_cuda (float8 has no CUDA mul; H200 run of this
+    test with it, 2026-11-29: OpCheckError "mul_cuda not implemented for 'Float8_e4m3fn'")."""
+    E, N, K = 8, 128, 1024
+    w, s, alpha = make_weights(E, N, K, "bytes", "cuda", "tiled")
+    a = torch.randn(1, K, device="cuda").to(torch.bfloat16).expand(8, K)
+    torch.library.opcheck(torch.ops.k2kernels.moe_gemm.default,
+                          (a, w, s, alpha, offsets_from_counts((1, 0, 2, 1, 0, 0, 1, 3), "cuda"), "bf16", None, "tiled"),
+                          test_utils=("test_autograd_registration", "test_faketensor"))
+
+
 def test_tiled_layout_round_trip_and_reference_cpu():
     E, N, K = 2, 128, 1024
     w, s, alpha = make_weights(E, N, K, "bytes", "cpu")
