@@ -275,6 +275,23 @@ def test_prefill_layout_warp_split(monkeypatch, Hq, Hkv, D, splits, window):
 
 
 @gpu
+@pytest.mark.parametrize("window", [-1, 0, 15, 100])
+@pytest.mark.parametrize("splits", ["1", "3", "16"])
+@pytest.mark.parametrize("q_lens,seq_lens", [([1] * 7, [1, 15, 16, 63, 64, 65, 1000]), ([0, 3, 1, 0], [4, 130, 6, 9]),
+                                             ([5, 2, 17], [70, 300, 17])], ids=["decode", "mixed", "chunked"])
+@pytest.mark.parametrize("Hq,Hkv,D", [(24, 2, 128), (40, 2, 64), (80, 2, 64), (96, 1, 128), (200, 2, 64), (4, 1, 128)],
+                         ids=["group12", "group20_d64", "group40_d64", "group96", "group100_d64", "group4"])
+def test_prefill_layout_odd_groups(monkeypatch, Hq, Hkv, D, q_lens, seq_lens, splits, window):
+    """The prefill layout forced, GQA groups that leave padding rows in a tile (12, 20, 40, 100) or
+    take several row tiles (96, 100), with decode, mixed (empty sequences) and chunked batches, key
+    splits and windows: padding rows must neither be written nor change the real rows."""
+    set_layout(monkeypatch, "prefill")
+    monkeypatch.setenv("K2K_ATTN_SPLITS", splits)
+    args = make_case(q_lens, seq_lens, Hq, Hkv, D, D, False, 16, per_head=True, seed=Hq + len(q_lens))
+    run_window(args, window, max_q_len=max(q_lens))
+
+
+@gpu
 @pytest.mark.parametrize("layout", ["auto", "rows16", "prefill"])
 def test_prefill_long(monkeypatch, layout):
     set_layout(monkeypatch, layout)
