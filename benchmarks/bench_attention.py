@@ -1,7 +1,8 @@
 """fp8_kv_attention vs torch SDPA (BF16 K/V, contiguous) in one process, on one GPU.
 
 Timing: median of CUDA-event times around a CUDA-graph replay of one call; before every replay L2 is
-flushed by READING a 256 MB buffer (a write would leave dirty lines that slow the next read).
+flushed by READING a 256 MB buffer (a write would leave dirty lines that slow the next read). Memory:
+PyTorch's expandable segments unless PYTORCH_CUDA_ALLOC_CONF is set (why: the comment at the import).
 Decode: KV bytes = the FP8 K/V bytes the op must read (B * ctx * Hkv * (D + DV)); % of 4.2 TB/s.
 Prefill: causal FLOPs = 2 * (D + DV) * Hq * sum over queries of visible keys; TFLOP/s vs 767 (BF16 dense).
 
@@ -18,8 +19,14 @@ import os
 import statistics
 import sys
 
-import torch
-import torch.nn.functional as F
+# The KV cache's memory placement changes the decode speed: B=32 8K GQA 64/8 ran at 88 % of copy in a
+# fresh allocation and at 81 % in memory cudaMalloc'ed after the table's earlier cases had been freed
+# (benchmarks/probe_decode_instance.py; RESULTS.md, ninth session). Expandable segments gave 88 % in
+# every placement tried, so the table uses them (both ours and SDPA, same process), as an engine that
+# allocates its cache once would see. `PYTORCH_CUDA_ALLOC_CONF= python3 ...` times the default allocator.
+os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")   # before torch allocates
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 os.environ.setdefault("K2K_SMEM_LIMIT", "101376")          # launches must fit SM120, as in the tests
 
@@ -255,7 +262,8 @@ def main():
     timer = Timer()
     rows = []
     print(f"GPU: {torch.cuda.get_device_name()}  torch {torch.__version__}  "
-          f"K2K_SMEM_LIMIT={os.environ.get('K2K_SMEM_LIMIT', '-')}", flush=True)
+          f"K2K_SMEM_LIMIT={os.environ.get('K2K_SMEM_LIMIT', '-')}  "
+          f"PYTORCH_CUDA_ALLOC_CONF={os.environ.get('PYTORCH_CUDA_ALLOC_CONF') or '(default)'}", flush=True)
     if args.cases == "default":
         run_default(args, timer, rows, gen)
     else:
