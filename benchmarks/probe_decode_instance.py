@@ -67,6 +67,8 @@ def main():
     measure("2 the start cache again, after the history", *first)
     fresh = B.make_paged(B_, CTX, HKV, D, D, False, PAGE, gen)
     measure("3 a cache allocated after the history", *fresh)
+    in_order = torch.arange(fresh[2].numel(), dtype=torch.int32, device="cuda").reshape(fresh[2].shape)
+    measure("3b line 3's cache read with its pages in address order", *fresh[:2], in_order, *fresh[3:])
     k_copy, v_copy = first[0].clone(), first[1].clone()
     measure("4 the start cache's values cloned after the history", k_copy, v_copy, *first[2:])
     pool = torch.empty((2,) + tuple(first[0].shape), dtype=first[0].dtype, device="cuda")
