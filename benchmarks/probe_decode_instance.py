@@ -32,6 +32,7 @@ import bench_attention as B  # noqa: E402
 
 OPS = torch.ops.k2kernels
 B_, CTX, HQ, HKV, D, PAGE = 32, 8192, 64, 8, 128, 16
+POOL_GIB = 16
 
 
 def main():
@@ -81,6 +82,20 @@ def main():
     del fresh, k_copy, v_copy
     torch.cuda.empty_cache()
     measure("6 the start cache, after empty_cache", *first)
+    # an engine's cache: one large pool, a batch's pages scattered across all of it
+    pool_pages = POOL_GIB * 2**30 // (PAGE * HKV * D)
+    n = first[0].shape[0]
+    pool_k = torch.empty((pool_pages,) + tuple(first[0].shape[1:]), dtype=first[0].dtype, device="cuda")
+    pool_v = torch.empty_like(pool_k)
+    for i in range(0, pool_pages, n):                  # every page holds real (repeated) cache values
+        m = min(n, pool_pages - i)
+        pool_k[i:i + m].copy_(first[0][:m])
+        pool_v[i:i + m].copy_(first[1][:m])
+    spread = torch.randperm(pool_pages, generator=gen)[:n].to(torch.int32).reshape(first[2].shape).cuda()
+    measure(f"7 a {POOL_GIB} GiB K + {POOL_GIB} GiB V pool, the pages scattered over it", pool_k, pool_v, spread,
+            *first[3:])
+    packed = torch.arange(n, dtype=torch.int32, device="cuda").reshape(first[2].shape)
+    measure("7b the same pool, the pages at its start in address order", pool_k, pool_v, packed, *first[3:])
     print(f"   allocator: reserved {torch.cuda.memory_reserved() / 2**30:.2f} GiB, "
           f"segments {len(torch.cuda.memory_snapshot())}")
 
