@@ -45,7 +45,7 @@ struct CfgP {
   // holds exactly 64 rows at 64 keys per chunk; MT = 2 has no registers to spare: Q stays in shared
   // memory and chunks are 32 keys so that Q + 2 stages fit the 99 KB of SM120.
   static constexpr bool kQInRegs = MT == 1;
-  static constexpr int kKeys = kQInRegs ? 64 : 32;      // keys per chunk
+  static constexpr int kKeys = kQInRegs || D == 64 ? 64 : 32;   // keys per chunk (D 64: Q + 2 stages fit)
   static constexpr int kStride = D + 8;                 // f16 per smem row: +16 B keeps ldmatrix conflict-free
   static constexpr int kTile = kKeys * kStride;         // f16 elements of one K or V tile
   static constexpr int kQElems = kQInRegs ? 0 : kRowsCta * kStride;   // f16 elements of the Q tile in smem
