@@ -2,7 +2,7 @@
 // structure on mma.sync.
 // One CTA = 64 * kMT / kWS packed (token, head) rows of one sequence and KV head; each of the 4 warps
 // owns kMT m16 tiles and walks all keys (with the warp key split below: its part of every chunk's
-// keys). K/V chunks (32 keys at kMT = 2, 64 at kMT = 1) are converted
+// keys). K/V chunks (64 keys, but 32 at kMT = 2 with D 128) are converted
 // FP8 -> f16 ONCE per CTA into shared memory (double buffered: the next chunk's bytes are in registers
 // while the warps compute on this one), and every warp reads them with ldmatrix, so the conversion and
 // the global/L2 reads are shared by all the CTA's rows. At kMT = 2, Q stays in shared memory (its
@@ -43,9 +43,12 @@ struct CfgP {
   static constexpr int kRowsCta = kRowTiles * kRowsWarp;   // 128, 64, 32 or 16 rows
   // MT = 1 keeps Q in registers (kKS x 4 per thread) and stages it through stage 1's K tile, which
   // holds exactly 64 rows at 64 keys per chunk; MT = 2 has no registers to spare: Q stays in shared
-  // memory and chunks are 32 keys so that Q + 2 stages fit the 99 KB of SM120.
+  // memory, and at D 128 chunks are 32 keys so that Q + 2 stages fit the 99 KB of SM120 (and the
+  // score tile and the next chunk's bytes fit the registers). At D 64 both fit at 64 keys (ninth
+  // session, H200: 8K causal 2669-2673 -> 2247-2260 us; 64 keys at D 128 through a cp.async staging
+  // area, which frees the prefetch registers, measured 1-2 % slower, branch exp/prefill-staged64).
   static constexpr bool kQInRegs = MT == 1;
-  static constexpr int kKeys = kQInRegs || D == 64 ? 64 : 32;   // keys per chunk (D 64: Q + 2 stages fit)
+  static constexpr int kKeys = kQInRegs || D == 64 ? 64 : 32;   // keys per chunk
   static constexpr int kStride = D + 8;                 // f16 per smem row: +16 B keeps ldmatrix conflict-free
   static constexpr int kTile = kKeys * kStride;         // f16 elements of one K or V tile
   static constexpr int kQElems = kQInRegs ? 0 : kRowsCta * kStride;   // f16 elements of the Q tile in smem
