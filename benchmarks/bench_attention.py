@@ -21,9 +21,10 @@ import sys
 
 # The KV cache's memory placement changes the decode speed: B=32 8K GQA 64/8 ran at 88 % of copy in a
 # fresh allocation and at 81 % in memory cudaMalloc'ed after the table's earlier cases had been freed
-# (benchmarks/probe_decode_instance.py; RESULTS.md, ninth session). Expandable segments gave 88 % in
-# every placement tried, so the table uses them (both ours and SDPA, same process), as an engine that
-# allocates its cache once would see. `PYTORCH_CUDA_ALLOC_CONF= python3 ...` times the default allocator.
+# (benchmarks/probe_decode_instance.py; RESULTS.md, ninth session). Expandable segments gave 87-89 %
+# (144.3-146.4 us) in every placement tried, as did one 16 + 16 GiB pool (an engine-like cache) with the
+# default allocator, so the table uses them (ours and SDPA alike, same process).
+# `PYTORCH_CUDA_ALLOC_CONF= python3 ...` times the default allocator.
 os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")   # before torch allocates
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402

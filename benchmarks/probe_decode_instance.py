@@ -12,8 +12,8 @@ cache allocated anew, and prints where each cache lies. Timing as bench_attentio
 256 MB read before each, median of 30).
 
 Measured (H200, 2026-11-29, ninth session; benchmarks/RESULTS.md): with the default allocator, lines 1,
-2, 4, 4b and 6 144.2-145.2 us (88 %), lines 3 and 5 (a cache made by make_paged after the history)
-157.9-158.7 us (81 %): the same kernel and GPU state, only the cache's memory differs. With
+2, 4, 4b and 6 144.2-145.4 us (88 %), lines 3 and 5 (a cache made by make_paged after the history)
+156.9-158.7 us (81 %): the same kernel and GPU state, only the cache's memory differs. With
 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True every line 144.3-146.4 us. Line 3's slow cache read with
 its pages in address order (3b): 143.9 us. An engine-like 16 + 16 GiB pool with the pages scattered over
 all of it (7): 145.4 us with the default allocator, 146.4 with expandable segments. So only the slow
