@@ -24,7 +24,8 @@ import sys
 # (benchmarks/probe_decode_instance.py; RESULTS.md, ninth session). Expandable segments gave 87-89 %
 # (144.3-146.4 us) in every placement tried, as did one 16 + 16 GiB pool (an engine-like cache) with the
 # default allocator, so the table uses them (ours and SDPA alike, same process).
-# `PYTORCH_CUDA_ALLOC_CONF= python3 ...` times the default allocator.
+# `PYTORCH_CUDA_ALLOC_CONF= python3 ...` times the default allocator. (Newer torch also reads
+# PYTORCH_ALLOC_CONF and may warn that this name is deprecated; torch 2.11 on the H200 obeyed it.)
 os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")   # before torch allocates
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402

@@ -40,6 +40,7 @@ def main():
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     timer = B.Timer()
+    print(f"PYTORCH_CUDA_ALLOC_CONF={os.environ.get('PYTORCH_CUDA_ALLOC_CONF') or '(default)'}", flush=True)
     kv_bytes = B_ * CTX * HKV * 2 * D
     q = torch.randn(B_, HQ, D, device="cuda", dtype=torch.bfloat16)
     sl = torch.full((B_,), CTX, dtype=torch.int32, device="cuda")
@@ -79,11 +80,14 @@ def main():
     measure("4b the start cache's values in one K+V pool after the history", pool[0], pool[1], *first[2:])
     del pool
     B.bench_decode(timer, 32, 8192, 64, 8, 128, 128, False, 16, rows, gen, peer=False)
-    print(f"{'5 bench_decode itself (as the table)':62s} {rows[-1]['us']:7.1f} us  {rows[-1]['pct_copy']:5.1f} %")
+    print(f"{'5 bench_decode itself (its call in the table, no peer)':62s} {rows[-1]['us']:7.1f} us  {rows[-1]['pct_copy']:5.1f} %")
     del fresh, k_copy, v_copy
     torch.cuda.empty_cache()
     measure("6 the start cache, after empty_cache", *first)
     # an engine's cache: one large pool, a batch's pages scattered across all of it
+    if torch.cuda.mem_get_info()[0] < (2 * POOL_GIB + 1) * 2**30:
+        print(f"   (line 7 skipped: less than {2 * POOL_GIB + 1} GiB free for the pool)")
+        return
     pool_pages = POOL_GIB * 2**30 // (PAGE * HKV * D)
     n = first[0].shape[0]
     pool_k = torch.empty((pool_pages,) + tuple(first[0].shape[1:]), dtype=first[0].dtype, device="cuda")
