@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 
 import torch
@@ -38,34 +37,9 @@ import k2kernels  # noqa: E402
 from k2kernels.reference.fused_moe import workspace_bytes  # noqa: E402
 
 
-def graph_us(fns, flush, iters):
-    """Median time (us) of one replay of a CUDA graph calling every fn in order, L2 flushed before each."""
-    if flush is None:                              # --smoke: run the calls once, no timing
-        for fn in fns:
-            fn()
-        return float("nan")
-    for fn in fns:                                 # JIT, autotune and first-use work outside the graph
-        fn()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for fn in fns:
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for fn in fns:
-            fn()
-    times = []
-    for _ in range(iters + 2):
-        flush.sum()                                # read 256 MB: L2 holds nothing of ours afterwards
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) * 1e3)
-    return statistics.median(times[2:])
+def in_order(fns):
+    """One callable that runs every fn in order (F.timed captures it as one CUDA graph)."""
+    return lambda: [fn() for fn in fns]
 
 
 def one_row_per_expert(first, n, E, dev):
@@ -153,8 +127,9 @@ def main(argv=None) -> int:
     rows = []
     print(f"\n{'what (T = 1)':34s} {'alone us':>9s} {'per layer us':>12s} {'floor us':>8s} {'x floor':>7s} {'%copy':>6s}")
     for name, make, nbytes in cases:
-        alone = graph_us([make(0)], flush, args.iters)
-        per_layer = graph_us([make(l) for l in range(layers)], flush, args.iters) / layers
+        # F.timed: warm-up outside the graph, capture, L2 read before each replay, median (flush None: run once)
+        alone = F.timed(make(0), flush, args.iters, graph=True)
+        per_layer = F.timed(in_order([make(l) for l in range(layers)]), flush, args.iters, graph=True) / layers
         floor = nbytes / (F.COPY_BPS / 1e6)      # NVFP4 bytes (the peers read 3.6x as many BF16 bytes)
         rows.append(dict(what=name, alone_us=alone, per_layer_us=per_layer, layers=layers, floor_us=floor,
                          x_floor=per_layer / floor, pct_copy=100 * floor / per_layer))
