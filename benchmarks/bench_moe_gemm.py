@@ -11,7 +11,9 @@ choice (bulk-copy decode kernel for 8-token passes on sm_90+); forced on the til
 persist_us = the persistent cp.async kernel, t4_us / t8_us = the bulk kernel with 4- / 8-token passes; raw_us = the
 checkpoint layout (linear scales) as is, default choice (persistent streaming kernel for passes of <= 32
 tokens, the tile kernel above a mean of 24 rows per expert); forced, raw layout: pipe_us = the cp.async
-pipelined streaming kernel, m64_us / m128_us = the tile kernel with 64- / 128-token tiles (T >= 256).
+pipelined streaming kernel, m64_us / m128_us = the tile kernel with 64- / 128-token tiles (T >= 256);
+forced, tiled layout (T >= 256): tm128_us = the tile kernel with 128-token tiles, w64_us / w96_us /
+w128_us = the sm_90a wgmma kernel with 64- / 96- / 128-token tiles (elsewhere it falls back to the tile kernel).
 """
 from __future__ import annotations
 
@@ -29,7 +31,8 @@ from k2kernels.moe_gemm_prepare import prepare_moe_gemm_weights
 SHAPES = {"gate_up": (4096, 7168), "down": (7168, 2048)}
 E, TOPK = 384, 8
 COPY_TBS = 4.2
-VARIANT_COLUMNS = ("persist_us", "t4_us", "t8_us", "raw_us", "pipe_us", "m64_us", "m128_us")
+VARIANT_COLUMNS = ("persist_us", "t4_us", "t8_us", "raw_us", "pipe_us", "m64_us", "m128_us", "tm128_us", "w64_us",
+                   "w96_us", "w128_us")
 BF16_TFLOPS = 767.0
 
 
@@ -113,6 +116,10 @@ def main():
                 pipe_us=timed({"K2K_MOE_GEMM_KERNEL": "pipe"}),
                 m64_us=timed({"K2K_MOE_GEMM_KERNEL": "tile", "K2K_MOE_GEMM_CFG": "m64"}) if prefill else nan,
                 m128_us=timed({"K2K_MOE_GEMM_KERNEL": "tile", "K2K_MOE_GEMM_CFG": "m128"}) if prefill else nan,
+                # the tiled layout: the portable tile kernel, and the sm_90a wgmma kernel at each token tile
+                tm128_us=timed({"K2K_MOE_GEMM_KERNEL": "tile", "K2K_MOE_GEMM_CFG": "m128"}, tiled=True) if prefill else nan,
+                **{f"w{t}_us": timed({"K2K_MOE_GEMM_KERNEL": "wgmma", "K2K_MOE_GEMM_CFG": f"w{t}"}, tiled=True)
+                   if prefill else nan for t in (64, 96, 128)},
                 shape=name, N=N, K=K, T=T, M=M, active=active, us=us, tbs=nbytes / us / 1e6,
                 pct_copy=100 * nbytes / us / 1e6 / COPY_TBS, tflops=flops / us / 1e6)
             if wb is not None:

@@ -74,18 +74,20 @@ def _launcher_reads(family: str, text: str) -> bool:
 _NTS = {"persist": (1, 2, 4), "pipe": (1, 2, 4, 8)}     # streaming kernels: tokens-per-pass configs
 _BULK_TOKENS = (4, 8)                                   # bulk-copy decode kernel (K2K_MOE_GEMM_CFG=t4|t8)
 _TILE_ROWS = (64, 128)                                  # tile kernel heights (K2K_MOE_GEMM_CFG=m64|m128)
+_WGMMA_TOKENS = (64, 96, 128)                           # sm_90a wgmma kernel token tiles (K2K_MOE_GEMM_CFG=w64|w96|w128)
 
 
 def moe_gemm_configs() -> list[Config]:
     """moe_gemm's tuning knobs, as its launcher (csrc/moe_gemm/moe_gemm_ops.cpp) reads them per call:
-    K2K_MOE_GEMM_KERNEL = bulk | persist | pipe | tile (unset: its heuristic), with tile K2K_MOE_GEMM_CFG =
-    m64 | m128 and bulk t4 | t8. A knob the launcher's source does not mention is not enumerated. The
+    K2K_MOE_GEMM_KERNEL = bulk | persist | pipe | tile | wgmma (unset: its heuristic), with tile
+    K2K_MOE_GEMM_CFG = m64 | m128, bulk t4 | t8 and wgmma w64 | w96 | w128. A knob the launcher's source does not mention is not enumerated. The
     tokens per pass (nt) stay the launcher's pick_nt(), which steps down when a config does not fit.
     Timed on the tiled layout where the shape allows it (what KimiMoE and fused_moe use on CUDA)."""
     tile_tags = tuple(f"moe_gemm_tile_m{bm}" for bm in _TILE_ROWS)
     all_tags = tuple(f"moe_gemm_{k}_nt{n}" for k, nts in _NTS.items() for n in nts) + tile_tags
     bulk_tags = tuple(f"moe_gemm_bulk_t{t}" for t in _BULK_TOKENS)
-    out = [Config("moe_gemm", "auto", (), smem_tags=all_tags + bulk_tags, note="the launcher's own heuristic")]
+    wgmma_tags = tuple(f"moe_gemm_wgmma_n{t}" for t in _WGMMA_TOKENS)
+    out = [Config("moe_gemm", "auto", (), smem_tags=all_tags + bulk_tags + wgmma_tags, note="the launcher's own heuristic")]
     if not _launcher_reads("moe_gemm", "K2K_MOE_GEMM_KERNEL"):
         return out
     if _launcher_reads("moe_gemm", '"bulk"'):
@@ -100,6 +102,10 @@ def moe_gemm_configs() -> list[Config]:
         for bm, tag in zip(_TILE_ROWS, tile_tags):
             out.append(Config("moe_gemm", f"tile_m{bm}", (("K2K_MOE_GEMM_KERNEL", "tile"), ("K2K_MOE_GEMM_CFG", f"m{bm}")),
                               smem_tags=(tag,), note=f"prefill tile kernel, {bm}-token tiles"))
+    if _launcher_reads("moe_gemm", '"wgmma"'):
+        for t, tag in zip(_WGMMA_TOKENS, wgmma_tags):
+            out.append(Config("moe_gemm", f"wgmma_w{t}", (("K2K_MOE_GEMM_KERNEL", "wgmma"), ("K2K_MOE_GEMM_CFG", f"w{t}")),
+                              smem_tags=(tag,), note=f"sm_90a wgmma prefill kernel, {t}-token tiles (tiled layout)"))
     return out
 
 

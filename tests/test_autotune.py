@@ -86,8 +86,9 @@ def test_configs_enumerate_what_the_launchers_expose():
     names = {c.name for c in cfgs}
     assert "auto" in names and dict(next(c for c in cfgs if c.name == "auto").knobs) == {}
     kernels = {dict(c.knobs).get("K2K_MOE_GEMM_KERNEL") for c in cfgs if c.name != "auto"}
-    assert kernels == {"bulk", "persist", "pipe", "tile"}      # the launcher reads K2K_MOE_GEMM_KERNEL today
-    assert names == {"auto", "bulk_t4", "bulk_t8", "persist", "pipe", "tile_m64", "tile_m128"}
+    assert kernels == {"bulk", "persist", "pipe", "tile", "wgmma"}   # the launcher reads K2K_MOE_GEMM_KERNEL today
+    assert names == {"auto", "bulk_t4", "bulk_t8", "persist", "pipe", "tile_m64", "tile_m128", "wgmma_w64", "wgmma_w96",
+                     "wgmma_w128"}
     for c in cfgs:                                    # only values the launcher source mentions
         for value in dict(c.knobs).values():
             assert at._launcher_reads("moe_gemm", f'"{value}"'), (c.name, value)

@@ -312,7 +312,8 @@ def test_each_kernel_matches(E, N, K, counts, kernel, monkeypatch):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("knob,value", [("K2K_MOE_GEMM_KERNEL", "regs"), ("K2K_MOE_GEMM_CFG", "p512")])
+@pytest.mark.parametrize("knob,value", [("K2K_MOE_GEMM_KERNEL", "regs"), ("K2K_MOE_GEMM_CFG", "p512"),
+                                        ("K2K_MOE_GEMM_CFG", "w32")])
 def test_unknown_knob_is_a_clear_error(knob, value, monkeypatch):
     """Removed or misspelt kernel knobs raise instead of silently running the default."""
     monkeypatch.setenv(knob, value)
@@ -340,6 +341,47 @@ def test_bulk_kernel_passes(E, N, K, counts, tokens, kind, monkeypatch):
     monkeypatch.setenv("K2K_MOE_GEMM_KERNEL", "bulk")
     monkeypatch.setenv("K2K_MOE_GEMM_CFG", tokens)
     check_kernel_case(E, N, K, counts, kind, "tiled")
+
+
+SM90 = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not SM90, reason="the wgmma kernel needs sm_90 (elsewhere the knob falls back to the tile kernel)")
+@pytest.mark.parametrize("kind", ["quant", "bytes"])
+@pytest.mark.parametrize("tokens", ["w64", "w96", "w128"])
+@pytest.mark.parametrize("E,N,K,counts", [(8, 4096, 7168, (0, 1, 3, 17, 128, 1000, 0, 65)),   # Kimi gate_up
+                                          (5, 320, 1536, (129, 0, 64, 1, 300)),    # N % 128 == 64: half a CTA
+                                          (3, 64, 512, (7, 200, 0))] + TILED)
+def test_wgmma_kernel_matches(E, N, K, counts, tokens, kind, monkeypatch):
+    """The sm_90a wgmma prefill kernel forced at each token tile on the tiled layout: partial token tiles,
+    experts over many tiles, empty experts, a weight tile of 64 rows (one warpgroup without rows)."""
+    monkeypatch.setenv("K2K_MOE_GEMM_KERNEL", "wgmma")
+    monkeypatch.setenv("K2K_MOE_GEMM_CFG", tokens)
+    check_kernel_case(E, N, K, counts, kind, "tiled")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not SM90, reason="the wgmma kernel needs sm_90")
+def test_wgmma_kernel_is_the_tiled_prefill_default():
+    """Prefill (a mean of > 24 rows per expert) on the tiled layout runs the wgmma kernel on sm_90, under
+    CUDA-graph capture and replay with new routing (checked by kernel name and against the reference)."""
+    E, N, K = 4, 256, 1024
+    w, s, alpha = make_weights(E, N, K, "quant", "cuda", "tiled")
+    a = torch.randn(200, K, device="cuda").to(torch.bfloat16)
+    offsets = offsets_from_counts((50, 0, 120, 30), "cuda")
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        out = run_op(a, w, s, alpha, offsets, scale_layout="tiled")
+    assert any("moe_gemm_wgmma_kernel" in e.name for e in prof.events()), [e.name for e in prof.events()]
+    assert_close(out, cheap_reference(a, w, s, alpha, offsets, "tiled"))
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out_g = torch.ops.k2kernels.moe_gemm(a, w, s, alpha, offsets, "bf16", None, "tiled")
+    offsets.copy_(offsets_from_counts((0, 130, 10, 60), "cuda"))
+    out_g.fill_(float("nan"))
+    g.replay()
+    torch.cuda.synchronize()
+    assert_close(out_g, cheap_reference(a, w, s, alpha, offsets, "tiled"))
 
 
 @pytest.mark.gpu

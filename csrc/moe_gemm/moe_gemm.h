@@ -47,6 +47,12 @@ bool launch_moe_gemm_bulk(const MoeGemmParams& p, int tokens, int smem_limit, cu
 // Returns false (launching nothing) if its shared memory > smem_limit or M needs grid.y > 65535.
 bool launch_moe_gemm_tile(const MoeGemmParams& p, int bm, int smem_limit, cudaStream_t stream);
 
+// Prefill kernel for sm_90a (moe_gemm_wgmma.cuh): warpgroup MMA, tokens = 64, 96 or 128 tokens x 128
+// weight rows per CTA, the weights dequantized in registers. Needs the tiled layout and 16-byte aligned
+// a, w, w_scale. Returns false (launching nothing) on other layouts, on GPUs other than sm_90, if its
+// shared memory > smem_limit or M needs grid.y > 65535.
+bool launch_moe_gemm_wgmma(const MoeGemmParams& p, int tokens, int smem_limit, cudaStream_t stream);
+
 // Any K % 16 == 0, any alignment: one thread per output, fp32 dot product. Slow; for odd shapes only.
 void launch_moe_gemm_generic(const MoeGemmParams& p, cudaStream_t stream);
 

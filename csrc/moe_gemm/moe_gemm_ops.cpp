@@ -48,9 +48,10 @@ int pick_nt(double mean) {
 }
 
 // Kernel-choice knobs, read per call (so at capture time under CUDA graphs); tuning and tests only:
-// K2K_MOE_GEMM_KERNEL = bulk | persist | pipe | tile forces a kernel (bulk: tiled layout on sm_90+, else
-// the default; persist: passes of <= 32 tokens, pipe for 64), K2K_MOE_GEMM_CFG = m64 | m128 the tile
-// kernel's height, t4 | t8 the bulk kernel's tokens per pass. Unknown values are an error.
+// K2K_MOE_GEMM_KERNEL = bulk | persist | pipe | tile | wgmma forces a kernel (bulk: tiled layout on sm_90+,
+// wgmma: tiled layout on sm_90, else the default; persist: passes of <= 32 tokens, pipe for 64),
+// K2K_MOE_GEMM_CFG = m64 | m128 the tile kernel's height, t4 | t8 the bulk kernel's tokens per pass,
+// w64 | w96 | w128 the wgmma kernel's token tile. Unknown values are an error.
 struct Knobs {
   std::string kernel = "auto", cfg;
 };
@@ -60,11 +61,13 @@ Knobs read_knobs() {
   if (const char* v = std::getenv("K2K_MOE_GEMM_KERNEL")) k.kernel = v;
   if (const char* c = std::getenv("K2K_MOE_GEMM_CFG")) k.cfg = c;
   TORCH_CHECK_VALUE(k.kernel == "auto" || k.kernel == "bulk" || k.kernel == "persist" || k.kernel == "pipe" ||
-                        k.kernel == "tile",
-                    "k2kernels.moe_gemm: K2K_MOE_GEMM_KERNEL must be one of bulk, persist, pipe, tile (or unset); got '",
+                        k.kernel == "tile" || k.kernel == "wgmma",
+                    "k2kernels.moe_gemm: K2K_MOE_GEMM_KERNEL must be one of bulk, persist, pipe, tile, wgmma (or unset); got '",
                     k.kernel, "'");
-  TORCH_CHECK_VALUE(k.cfg.empty() || k.cfg == "m64" || k.cfg == "m128" || k.cfg == "t4" || k.cfg == "t8",
-                    "k2kernels.moe_gemm: K2K_MOE_GEMM_CFG must be one of m64, m128, t4, t8 (or unset); got '", k.cfg, "'");
+  TORCH_CHECK_VALUE(k.cfg.empty() || k.cfg == "m64" || k.cfg == "m128" || k.cfg == "t4" || k.cfg == "t8" ||
+                        k.cfg == "w64" || k.cfg == "w96" || k.cfg == "w128",
+                    "k2kernels.moe_gemm: K2K_MOE_GEMM_CFG must be one of m64, m128, t4, t8, w64, w96, w128 (or unset); got '",
+                    k.cfg, "'");
   return k;
 }
 
@@ -88,6 +91,18 @@ int tile_rows(double mean, const Knobs& k) {
   if (k.cfg == "m64") return 64;
   if (k.cfg == "m128") return 128;
   return mean >= 48.0 ? 128 : 64;
+}
+
+// Token tile of the sm_90a wgmma prefill kernel, or 0 for the other kernels. Default: from a mean of
+// > 12 rows per expert (where the streaming kernels would make 32-token passes), the smallest of 64 / 96
+// / 128 tokens holding the mean (fewer padding columns). H200, 2026-11-29 (benchmarks/RESULTS.md, tenth
+// session), gate_up E=384 top-8: mean 10.7 (T=512) streaming 3.4 ms vs wgmma 4.6; mean 21 (T=1024)
+// streaming 5.9 ms vs 64-token wgmma 4.7; mean 85 (T=4096) 96-token 5.7 ms vs 128-token 5.9 vs the tile
+// kernel 9.0; mean 341 (T=16384) 128-token 18.5 ms vs 96-token 22.1.
+int wgmma_tokens(double mean, const Knobs& k) {
+  if (k.kernel != "wgmma" && (k.kernel != "auto" || mean <= 12.0)) return 0;
+  if (k.cfg == "w64" || k.cfg == "w96" || k.cfg == "w128") return k.cfg == "w64" ? 64 : (k.cfg == "w96" ? 96 : 128);
+  return mean <= 64.0 ? 64 : (mean <= 96.0 ? 96 : 128);
 }
 
 // The persistent kernel for passes of 8-32 tokens (nt <= 4), the pipelined one for 64-token passes.
@@ -222,8 +237,15 @@ at::Tensor moe_gemm_cuda(const at::Tensor& a, const at::Tensor& w, const at::Ten
   const int limit = k2k::smem_optin_limit(a.get_device());
   const double mean = mean_rows(M, E);
   const int nt_pick = pick_nt(mean);
-  if (aligned16 && K % 64 == 0) {
-    const int bm = tile_rows(mean, knobs);
+  if (aligned16 && p.scale_layout == k2k::kTiled) {
+    const int tokens = wgmma_tokens(mean, knobs);
+    if (tokens > 0) {
+      densify();
+      launched = k2k::launch_moe_gemm_wgmma(p, tokens, limit, stream);   // false off sm_90: the tile kernel
+    }
+  }
+  if (aligned16 && K % 64 == 0 && !launched) {
+    const int bm = tile_rows(mean, knobs.kernel == "wgmma" ? Knobs{"auto", ""} : knobs);
     if (bm > 0) {
       densify();
       launched = k2k::launch_moe_gemm_tile(p, bm, limit, stream);

@@ -90,16 +90,16 @@ __device__ __forceinline__ uint4 dequant_word_natural(uint32_t w, uint32_t scale
 }
 
 // The (expert, token tile) of CTA row `j`: block scan of ceil(rows_e / kBM) in expert order.
-// Returns false if j is past the last tile. All threads call it (it synchronizes).
-template <int kBM>
+// Returns false if j is past the last tile. All kThreads threads of the block call it (it synchronizes).
+template <int kBM, int kThreads = kTileThreads>
 __device__ __forceinline__ bool find_token_tile(const MoeGemmParams& p, int j, int& expert, int64_t& row0, int& rows) {
-  using Scan = cub::BlockScan<int, kTileThreads>;
+  using Scan = cub::BlockScan<int, kThreads>;
   __shared__ typename Scan::TempStorage scan_storage;
   __shared__ int found[2];
   if (threadIdx.x == 0) found[0] = -1;
   __syncthreads();
   int carry = 0;
-  for (int base = 0; base < p.E; base += kTileThreads) {
+  for (int base = 0; base < p.E; base += kThreads) {
     const int e = base + threadIdx.x;
     int tiles = 0;
     if (e < p.E) {
@@ -124,6 +124,19 @@ __device__ __forceinline__ bool find_token_tile(const MoeGemmParams& p, int j, i
   return true;
 }
 
+// Rows before offsets[0] / after offsets[E] belong to no expert: the CTAs of token-tile row 0 write
+// zeros into their columns [n0, n0 + width) of those rows.
+__device__ __forceinline__ void zero_rows_outside_experts(const MoeGemmParams& p, int n0, int width, int tid,
+                                                          int threads) {
+  const int64_t lo = clamped_offset(p, 0), hi = clamped_offset(p, p.E);
+  const int ncols = min(width, p.N - n0);
+  for (int64_t i = tid; i < (lo + p.M - hi) * ncols; i += threads) {
+    const int64_t r = i / ncols;
+    const int64_t row = r < lo ? r : hi + (r - lo);
+    p.out[row * p.N + n0 + i % ncols] = __float2bfloat16(0.f);
+  }
+}
+
 template <int kBM, int kStages, int kLayout>
 __global__ void __launch_bounds__(kTileThreads) moe_gemm_tile_kernel(const MoeGemmParams p) {
   using Cfg = TileCfg<kBM, kStages>;
@@ -131,15 +144,7 @@ __global__ void __launch_bounds__(kTileThreads) moe_gemm_tile_kernel(const MoeGe
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int n0 = blockIdx.x * kTileBN;
 
-  if (blockIdx.y == 0) {     // rows before offsets[0] / after offsets[E] belong to no expert: zeros
-    const int64_t lo = clamped_offset(p, 0), hi = clamped_offset(p, p.E);
-    const int ncols = min(kTileBN, p.N - n0);
-    for (int64_t i = tid; i < (lo + p.M - hi) * ncols; i += kTileThreads) {
-      const int64_t r = i / ncols;
-      const int64_t row = r < lo ? r : hi + (r - lo);
-      p.out[row * p.N + n0 + i % ncols] = __float2bfloat16(0.f);
-    }
-  }
+  if (blockIdx.y == 0) zero_rows_outside_experts(p, n0, kTileBN, tid, kTileThreads);
   int expert, rows;
   int64_t row0;
   if (!find_token_tile<kBM>(p, blockIdx.y, expert, row0, rows)) return;
