@@ -13,7 +13,7 @@ checkpoint layout (linear scales) as is, default choice (persistent streaming ke
 tokens, the tile kernel above a mean of 24 rows per expert); forced, raw layout: pipe_us = the cp.async
 pipelined streaming kernel, m64_us / m128_us = the tile kernel with 64- / 128-token tiles (T >= 256);
 forced, tiled layout (T >= 256): tm128_us = the tile kernel with 128-token tiles, w64_us / w96_us /
-w128_us = the sm_90a wgmma kernel with 64- / 96- / 128-token tiles (elsewhere it falls back to the tile kernel).
+w128_us = the sm_90a wgmma kernel with 64- / 96- / 128-token tiles (elsewhere: the default choice).
 """
 from __future__ import annotations
 

@@ -110,6 +110,8 @@ def parse_archs(text: str) -> tuple[str, ...]:
         digits = a[3:].rstrip("af")
         if not digits.isdigit():
             raise ValueError(f"k2kernels: cannot read arch {a!r}; write e.g. sm_90a,sm_120a")
+        if a == "sm_90":        # Hopper is built as sm_90a: the moe_gemm wgmma kernel needs it (its sm_90 build is an error)
+            a = "sm_90a"
         archs.append(a)
     if not archs:
         raise ValueError(f"k2kernels: empty arch list {text!r}")

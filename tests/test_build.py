@@ -39,9 +39,29 @@ def test_arch_mapping():
     assert _build.arch_for_capability(12, 1) == "sm_121a"
     assert _build.arch_for_capability(8, 9) == "sm_89"
     assert _build.parse_archs("9.0a;12.0a") == ("sm_90a", "sm_120a")
+    # Hopper is always built as sm_90a (the moe_gemm wgmma kernel needs it; its plain sm_90 build is an error)
+    assert _build.parse_archs("sm_90") == ("sm_90a",) and _build.parse_archs("9.0,sm_90a") == ("sm_90a",)
     assert _build.gencode_flags(["sm_120a"]) == ["-gencode=arch=compute_120a,code=sm_120a"]
     with pytest.raises(ValueError):
         _build.parse_archs("hopper")
+
+
+@pytest.mark.skipif(not _have_nvcc(), reason="nvcc not found: set CUDA_HOME to a CUDA 12.8+ toolkit")
+def test_plain_sm90_build_of_the_wgmma_kernel_is_an_error(tmp_path):
+    """A plain sm_90 build would give Hopper an empty wgmma kernel (wrong answers); it must not compile."""
+    import torch.utils.cpp_extension as ext
+    from k2kernels import _paths
+    inc = _paths.cutlass_include_dir()
+    if inc is None:
+        pytest.skip("CUTLASS headers not found")
+    nvcc = str(Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "bin" / "nvcc")
+    if not Path(nvcc).exists():
+        nvcc = shutil.which("nvcc")
+    cmd = [nvcc, "-std=c++17", "--expt-relaxed-constexpr", "-gencode=arch=compute_90,code=sm_90",
+           "-I", str(_paths.csrc_dir()), "-I", str(inc)] + [f"-I{p}" for p in ext.include_paths()] + \
+          ["-c", str(_paths.csrc_dir() / "moe_gemm" / "moe_gemm_wgmma_n64.cu"), "-o", str(tmp_path / "x.o")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and "build Hopper as sm_90a" in proc.stdout + proc.stderr, proc.stderr[-2000:]
 
 
 def test_cache_key_covers_sources_archs_and_flags(tmp_path, monkeypatch):

@@ -152,7 +152,7 @@ def test_broadcast_row_activations_match_materialized(layout):
     assert_close(out, cheap_reference(a.contiguous(), w, s, alpha, offsets, layout))
 
 
-BROADCAST_PATHS = ([("tiled", k, "bf16") for k in ("auto", "bulk", "pipe", "persist", "tile")] +
+BROADCAST_PATHS = ([("tiled", k, "bf16") for k in ("auto", "bulk", "pipe", "persist", "tile", "wgmma")] +
                    [(lay, "auto", act) for lay in ("linear", "swizzled") for act in ("bf16", "nvfp4")] +
                    [("tiled", "auto", "nvfp4")])
 
@@ -364,7 +364,7 @@ def test_wgmma_kernel_matches(E, N, K, counts, tokens, kind, monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.skipif(not SM90, reason="the wgmma kernel needs sm_90")
 def test_wgmma_kernel_is_the_tiled_prefill_default():
-    """Prefill (a mean of > 24 rows per expert) on the tiled layout runs the wgmma kernel on sm_90, under
+    """Prefill (a mean of > 12 rows per expert) on the tiled layout runs the wgmma kernel on sm_90, under
     CUDA-graph capture and replay with new routing (checked by kernel name and against the reference)."""
     E, N, K = 4, 256, 1024
     w, s, alpha = make_weights(E, N, K, "quant", "cuda", "tiled")
@@ -418,18 +418,25 @@ def test_kimi_top8_routing(T, shape):
 
 
 @pytest.mark.gpu
-def test_full_scale_range_and_tail_rows_zero():
-    """Subnormal..448 scales; rows past offsets[E] must come back as zeros (the reference's rule)."""
-    E, N, K = 6, 128, 1024
+@pytest.mark.parametrize("layout,kernel", [("linear", "auto"), ("tiled", "wgmma"), ("tiled", "tile")])
+def test_full_scale_range_and_tail_rows_zero(layout, kernel, monkeypatch):
+    """Subnormal..448 scales; rows before offsets[0] and past offsets[E] must come back as zeros (the
+    reference's rule), also from the prefill kernels (forced), whose first token-tile row writes them."""
+    if kernel != "auto":
+        monkeypatch.setenv("K2K_MOE_GEMM_KERNEL", kernel)
+    E, N, K = 6, 320, 1024                         # N % 128 == 64: the last CTA of the prefill kernels has 64 rows
     w, _, alpha = make_weights(E, N, K, "bytes", "cuda")
     s = random_scale_bytes((E, N, K // 16), "cuda", lo=0, hi=0x7F)
-    counts = (3, 0, 1, 8, 0, 2)
-    offsets = offsets_from_counts(counts, "cuda")
-    M = sum(counts) + 5
+    if layout == "tiled":
+        w, s = prepare_moe_gemm_weights(w, s)
+    counts, lead, tail = (3, 0, 1, 8, 0, 2), 4, 5
+    offsets = offsets_from_counts(counts, "cuda") + lead
+    M = lead + sum(counts) + tail
     a = torch.randn(M, K, device="cuda").to(torch.bfloat16)
-    out = run_op(a, w, s, alpha, offsets)
-    assert_close(out, cheap_reference(a, w, s, alpha, offsets))
-    assert torch.equal(out[sum(counts):], torch.zeros_like(out[sum(counts):]))
+    out = run_op(a, w, s, alpha, offsets, scale_layout=layout)
+    assert_close(out, cheap_reference(a, w, s, alpha, offsets, layout))
+    outside = torch.cat([out[:lead], out[lead + sum(counts):]])
+    assert torch.equal(outside, torch.zeros_like(outside))
 
 
 @pytest.mark.gpu
@@ -446,6 +453,20 @@ def test_nvfp4_act_matches_reference(E, N, K, counts, per_expert):
     ref = reference.moe_gemm(a, w, s, alpha, offsets, act="nvfp4", a_scale=a_scale)
     assert_close(out, cheap_reference(a, w, s, alpha, offsets, act="nvfp4", a_scale=a_scale))
     assert (out.float() - ref.float()).abs().max() <= GEMM_ATOL_REL * ref.float().abs().max() + 2 ** -7 * ref.float().abs().max()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not SM90, reason="the wgmma kernel needs sm_90")
+def test_nvfp4_act_through_wgmma(monkeypatch):
+    """act='nvfp4' on the tiled layout through the wgmma kernel (forced): per-expert a_scale in its epilogue."""
+    monkeypatch.setenv("K2K_MOE_GEMM_KERNEL", "wgmma")
+    E, N, K, counts = 4, 192, 1536, (30, 0, 70, 9)
+    w, s, alpha = make_weights(E, N, K, "quant", "cuda", "tiled")
+    offsets = offsets_from_counts(counts, "cuda")
+    a = (torch.randn(sum(counts), K, device="cuda") * 3).to(torch.bfloat16)
+    a_scale = a.float().abs().max() / (6 * 448) * (torch.rand(E, device="cuda") + 0.5)
+    out = run_op(a, w, s, alpha, offsets, act="nvfp4", a_scale=a_scale, scale_layout="tiled")
+    assert_close(out, cheap_reference(a, w, s, alpha, offsets, "tiled", act="nvfp4", a_scale=a_scale))
 
 
 @pytest.mark.gpu
@@ -478,10 +499,13 @@ def test_graph_replay_equals_eager(K, kernel, monkeypatch):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("kernel", ["auto", "wgmma"])     # wgmma: the sm_90a prefill kernel forced (tiled only)
 @pytest.mark.parametrize("layout", ["linear", "tiled"])     # tiled: the bulk kernel (sm_90+) and its prefetch
 @pytest.mark.parametrize("bad", ["decreasing", "too_big", "negative"])
-def test_bad_offsets_stay_in_bounds(bad, layout):
+def test_bad_offsets_stay_in_bounds(bad, layout, kernel, monkeypatch):
     """Offsets the reference rejects must not crash or read/write out of bounds (clamped to [0, M])."""
+    if kernel != "auto":
+        monkeypatch.setenv("K2K_MOE_GEMM_KERNEL", kernel)
     E, N, K = 4, 64, 512
     w, s, alpha = make_weights(E, N, K, "bytes", "cuda", layout)
     vals = {"decreasing": [0, 5, 2, 7, 6], "too_big": [0, 3, 100, 100, 1 << 30], "negative": [0, -4, 3, -1, 6]}[bad]

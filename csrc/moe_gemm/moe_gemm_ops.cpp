@@ -49,7 +49,8 @@ int pick_nt(double mean) {
 
 // Kernel-choice knobs, read per call (so at capture time under CUDA graphs); tuning and tests only:
 // K2K_MOE_GEMM_KERNEL = bulk | persist | pipe | tile | wgmma forces a kernel (bulk: tiled layout on sm_90+,
-// wgmma: tiled layout on sm_90, else the default; persist: passes of <= 32 tokens, pipe for 64),
+// wgmma: tiled layout on sm_90; elsewhere each runs the default choice; persist: passes of <= 32 tokens,
+// pipe for 64),
 // K2K_MOE_GEMM_CFG = m64 | m128 the tile kernel's height, t4 | t8 the bulk kernel's tokens per pass,
 // w64 | w96 | w128 the wgmma kernel's token tile. Unknown values are an error.
 struct Knobs {
@@ -180,7 +181,7 @@ at::Tensor moe_gemm_cuda(const at::Tensor& a, const at::Tensor& w, const at::Ten
                          c10::string_view layout_sv) {
   const std::string act(act_sv), scale_layout(layout_sv);
   check_inputs(a, w, w_scale, w_alpha, expert_offsets, act, a_scale, scale_layout);
-  const Knobs knobs = read_knobs();
+  Knobs knobs = read_knobs();
   const c10::cuda::CUDAGuard guard(a.device());
   const int64_t M = a.size(0), K = a.size(1), E = w.size(0), N = w.size(1);
   if (act == "nvfp4" && scale_layout == "swizzled") {
@@ -241,11 +242,13 @@ at::Tensor moe_gemm_cuda(const at::Tensor& a, const at::Tensor& w, const at::Ten
     const int tokens = wgmma_tokens(mean, knobs);
     if (tokens > 0) {
       densify();
-      launched = k2k::launch_moe_gemm_wgmma(p, tokens, limit, stream);   // false off sm_90: the tile kernel
+      launched = k2k::launch_moe_gemm_wgmma(p, tokens, limit, stream);   // false off sm_90
     }
   }
+  // A forced wgmma kernel that could not run: the default choice among the others.
+  if (knobs.kernel == "wgmma") knobs = Knobs{};
   if (aligned16 && K % 64 == 0 && !launched) {
-    const int bm = tile_rows(mean, knobs.kernel == "wgmma" ? Knobs{"auto", ""} : knobs);
+    const int bm = tile_rows(mean, knobs);
     if (bm > 0) {
       densify();
       launched = k2k::launch_moe_gemm_tile(p, bm, limit, stream);

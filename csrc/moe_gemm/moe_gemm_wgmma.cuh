@@ -3,9 +3,14 @@
 // Why: the portable tile kernel (moe_gemm_tile.cuh) runs mma.sync at 221 TFLOP/s at T = 4096 on the
 // H200, where torch._grouped_mm (BF16, wgmma) reaches 303 (benchmarks/RESULTS.md). wgmma is Hopper's
 // full-rate tensor path; SM120 has none, so the tile kernel stays the portable path. Measured (H200,
-// tenth session): gate_up T = 4096 5.7 ms (1.1x torch._grouped_mm, the tile kernel 9.0 ms), T = 16384
-// 18.5 ms (0.93x); Nsight Compute before the last two changes: tensor pipe 40 % busy, ~50 instructions
-// per 16-K slice of a warp against ~48 tensor cycles of its wgmma (m64n96k16): issue-bound.
+// tenth session): gate_up T = 4096 5.52 ms (1.15x torch._grouped_mm; the tile kernel 8.8 ms), T = 16384
+// 18.1 ms (0.95x). Nsight Compute on a four-warpgroup variant before the last change: tensor pipe 40 %
+// busy, issue slots 45 %, ~53 instructions per 16-K slice of a warp against ~48 tensor cycles of its
+// wgmma (m64n96k16).
+//
+// Built for sm_90a only: the kernel body needs wgmma (CUTE_ARCH_MMA_SM90A_ENABLED); other archs get an
+// empty stub that the launcher never starts (compute capability 9 only), and a plain sm_90 build, whose
+// stub a Hopper GPU would run, is a compile error below (k2kernels/_build.py builds sm_90 as sm_90a).
 //
 // Layout (swap-AB, like the decode kernels): the MMA's M side is 64 weight rows per warpgroup (A from
 // registers), its N side kTok tokens (B from shared memory), K the hidden dimension. A CTA = kGroups
@@ -38,6 +43,10 @@
 #include <cstdint>
 #include <utility>
 
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900 && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#error "k2kernels moe_gemm: build Hopper as sm_90a (the wgmma prefill kernel needs it); plain sm_90 would run an empty kernel"
+#endif
+
 #include <cute/arch/mma_sm90_desc.hpp>
 #include <cute/arch/mma_sm90_gmma.hpp>
 
@@ -50,8 +59,8 @@ namespace k2k {
 namespace moe {
 
 constexpr int kWgStepK = 64;
-// Static shared memory: find_token_tile's scan storage (<= 2.2 KB at 512 threads), rounded up to the
-// 1024-byte alignment of the dynamic area that follows it (3072 B as built).
+// Static shared memory: find_token_tile's scan storage, rounded up to the 1024-byte alignment of the
+// dynamic area that follows it (2048 B as built at 256 threads, 3072 B at 512).
 constexpr int kWgStaticSmemReserve = 3072;
 
 template <int kTok, int kGroups, int kStages>
