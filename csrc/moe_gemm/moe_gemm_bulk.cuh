@@ -325,12 +325,7 @@ bool launch_bulk(const MoeGemmParams& p, int smem_limit, cudaStream_t stream) {
   using Cfg = BulkCfg<kTokens, kStages>;
   constexpr int smem = Cfg::kSmemBytes;
   if (smem > smem_limit || p.scale_layout != kTiled) return false;
-  int dev = 0;
-  cudaGetDevice(&dev);
-  static int major[64] = {};           // compute capability, queried once per device
-  int& cc = major[dev >= 0 && dev < 64 ? dev : 0];
-  if (cc == 0) cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, dev);
-  if (cc < 9) return false;
+  if (current_device_cc_major() < 9) return false;    // bulk copies: sm_90+
   static_assert(Cfg::kRows == kPersistWarps * 16, "persistent_units counts 64-row units");
   const int64_t units = persistent_units(p);
   if (units == 0) return true;

@@ -292,12 +292,7 @@ bool launch_wgmma(const MoeGemmParams& p, int smem_limit, cudaStream_t stream) {
   using Cfg = WgmmaCfg<kTok, kGroups, kStages>;
   constexpr int smem = Cfg::kSmemBytes;
   if (smem > smem_limit || p.scale_layout != kTiled) return false;
-  int dev = 0;
-  cudaGetDevice(&dev);
-  static int major[64] = {};           // compute capability, queried once per device
-  int& cc = major[dev >= 0 && dev < 64 ? dev : 0];
-  if (cc == 0) cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, dev);
-  if (cc != 9) return false;           // wgmma: sm_90a only
+  if (current_device_cc_major() != 9) return false;   // wgmma: sm_90a only
   const int64_t slots = p.M < p.E ? p.M : p.E;
   if (slots == 0) return true;
   const int64_t ytiles = (p.M + kTok - 1) / kTok + slots;   // >= sum over experts of ceil(rows / kTok)
