@@ -49,8 +49,8 @@ int pick_nt(double mean) {
 
 // Kernel-choice knobs, read per call (so at capture time under CUDA graphs); tuning and tests only:
 // K2K_MOE_GEMM_KERNEL = bulk | persist | pipe | tile | wgmma forces a kernel (bulk: tiled layout on sm_90+,
-// wgmma: tiled layout on sm_90; elsewhere each runs the default choice; persist: passes of <= 32 tokens,
-// pipe for 64),
+// wgmma: tiled layout on sm_90, else the default choice; a bulk or tile that cannot run falls to the
+// streaming kernels; persist: passes of <= 32 tokens, pipe for 64),
 // K2K_MOE_GEMM_CFG = m64 | m128 the tile kernel's height, t4 | t8 the bulk kernel's tokens per pass,
 // w64 | w96 | w128 the wgmma kernel's token tile. Unknown values are an error.
 struct Knobs {

@@ -90,16 +90,16 @@ __device__ __forceinline__ uint4 dequant_word_natural(uint32_t w, uint32_t scale
 }
 
 // The (expert, token tile) of CTA row `j`: block scan of ceil(rows_e / kBM) in expert order.
-// Returns false if j is past the last tile. All kThreads threads of the block call it (it synchronizes).
-template <int kBM, int kThreads = kTileThreads>
+// Returns false if j is past the last tile. All kTileThreads threads of the block call it (it synchronizes).
+template <int kBM>
 __device__ __forceinline__ bool find_token_tile(const MoeGemmParams& p, int j, int& expert, int64_t& row0, int& rows) {
-  using Scan = cub::BlockScan<int, kThreads>;
+  using Scan = cub::BlockScan<int, kTileThreads>;
   __shared__ typename Scan::TempStorage scan_storage;
   __shared__ int found[2];
   if (threadIdx.x == 0) found[0] = -1;
   __syncthreads();
   int carry = 0;
-  for (int base = 0; base < p.E; base += kThreads) {
+  for (int base = 0; base < p.E; base += kTileThreads) {
     const int e = base + threadIdx.x;
     int tiles = 0;
     if (e < p.E) {

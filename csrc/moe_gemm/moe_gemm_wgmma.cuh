@@ -13,14 +13,14 @@
 // stub a Hopper GPU would run, is a compile error below (k2kernels/_build.py builds sm_90 as sm_90a).
 //
 // Layout (swap-AB, like the decode kernels): the MMA's M side is 64 weight rows per warpgroup (A from
-// registers), its N side kTok tokens (B from shared memory), K the hidden dimension. A CTA = kGroups
-// warpgroups = 64 kGroups weight rows x kTok tokens of one expert; every warpgroup multiplies the same
-// activation stage. The configs use kGroups = 2: four warpgroups (fewer activation bytes per FLOP,
-// 512 threads) measured no faster (64 / 96 tokens, T = 1024 .. 16384, within +-3 %). Per 64-K stage:
+// registers), its N side kTok tokens (B from shared memory), K the hidden dimension. A CTA = two
+// warpgroups = 128 weight rows x kTok tokens of one expert; both multiply the same activation stage.
+// Four warpgroups (fewer activation bytes per FLOP, 512 threads) measured no faster (64 / 96 tokens,
+// T = 1024 .. 16384, within +-3 %, tenth session). Per 64-K stage:
 //   - activations: kTok rows x 64 bf16 = 128 bytes per row by cp.async, 16-byte chunk c of row r at
 //     c ^ (r % 8) (the 128-byte swizzle wgmma reads; stage base 1024-byte aligned);
 //   - codes: the tiled layout's 32 bytes of each weight row (k2kernels/moe_gemm_prepare.py; weight_index
-//     undoes its odd-row chunk swap), 64 kGroups rows x 32 bytes; scales: 4 e4m3 bytes per row.
+//     undoes its odd-row chunk swap), 128 rows x 32 bytes; scales: 4 e4m3 bytes per row.
 // A fragment of the m64nNk16 wgmma = mma.sync's m16n8k16 A fragment per warp: thread (g, q) holds
 // rows g and g + 8 of its warp's 16 at K pairs (2q, 2q + 1) and (2q + 8, 2q + 9) of the 16-K slice.
 // In the tiled layout a word holds 8 K in the order 0 2 4 6 1 3 5 7, so pair q of a word is its nibbles
@@ -35,7 +35,7 @@
 // barrier per stage, after its last wgmma is issued: it publishes stage s + 1 and frees stage s - 1's
 // buffer (no warpgroup has wgmmas of stage s - 1 pending by then) for the next refill.
 //
-// Scheduling as the tile kernel: grid.x = (64 kGroups)-row N tiles, grid.y = an upper bound on the token tiles;
+// Scheduling as the tile kernel: grid.x = 128-row N tiles, grid.y = an upper bound on the token tiles;
 // CTA y takes the y-th (expert, token tile) (find_token_tile); CTAs past the last exit at once.
 // Needs the tiled layout (N % 64 == 0, K % 512 == 0), 16-byte aligned a, w, w_scale.
 #pragma once
@@ -60,20 +60,21 @@ namespace moe {
 
 constexpr int kWgStepK = 64;
 // Static shared memory: find_token_tile's scan storage, rounded up to the 1024-byte alignment of the
-// dynamic area that follows it (2048 B as built at 256 threads, 3072 B at 512).
+// dynamic area that follows it: 3072 B as the JIT builds it (python -m k2kernels.build --check; a bare
+// nvcc -O3 compile reports 2048), more than the tile kernel's kTileStaticSmemReserve.
 constexpr int kWgStaticSmemReserve = 3072;
 
-template <int kTok, int kGroups, int kStages>
+template <int kTok, int kStages>
 struct WgmmaCfg {
-  static constexpr int kThreads = 128 * kGroups;
-  static constexpr int kRows = 64 * kGroups;                       // weight rows per CTA
+  static constexpr int kThreads = kTileThreads;                    // two warpgroups
+  static constexpr int kRows = 128;                                // weight rows per CTA: 64 per warpgroup
   static_assert(kTok % 8 == 0 && kTok >= 8 && kTok <= 256, "wgmma N");
   static_assert(kStages >= 3, "refills stage s + kStages - 2 while stages s - 1 and s are read");
   static constexpr int kActBytes = kTok * kWgStepK * 2;            // bf16, 128-byte rows
   static constexpr int kCodeBytes = kRows * kWgStepK / 2;          // 32 bytes per weight row
   static constexpr int kScaleBytes = kRows * kWgStepK / 16;        // 4 bytes per weight row
   static constexpr int kStageBytes = (kActBytes + kCodeBytes + kScaleBytes + 1023) / 1024 * 1024;
-  static constexpr int kScratchBytes = kGroups * 4 * 256;          // per warp: 16 rows x 4 converted scales
+  static constexpr int kScratchBytes = kThreads / 32 * 256;        // per warp: 16 rows x 4 converted scales
   static constexpr int kSmemBytes = kStages * kStageBytes + kScratchBytes;
   static constexpr int kAccRegs = kTok / 2;                        // 64 x kTok fp32 over 128 threads
 };
@@ -119,10 +120,10 @@ __device__ __forceinline__ uint32_t dequant_pair(uint32_t w, int shift, uint32_t
 }
 #endif
 
-template <int kTok, int kGroups, int kStages>
-__global__ void __launch_bounds__(128 * kGroups, 1) moe_gemm_wgmma_kernel(const MoeGemmParams p) {
+template <int kTok, int kStages>
+__global__ void __launch_bounds__(kTileThreads, 1) moe_gemm_wgmma_kernel(const MoeGemmParams p) {
 #if defined(CUTE_ARCH_MMA_SM90A_ENABLED)
-  using Cfg = WgmmaCfg<kTok, kGroups, kStages>;
+  using Cfg = WgmmaCfg<kTok, kStages>;
   constexpr int kThreads = Cfg::kThreads, kRows = Cfg::kRows;
   // 1024-byte aligned: the 128-byte swizzle repeats every 8 rows, and wgmma's descriptors (base offset 0)
   // assume each stage's activation tile starts on that period.
@@ -134,7 +135,7 @@ __global__ void __launch_bounds__(128 * kGroups, 1) moe_gemm_wgmma_kernel(const 
   if (blockIdx.y == 0) zero_rows_outside_experts(p, n0, kRows, tid, kThreads);
   int expert, rows;
   int64_t row0;
-  if (!find_token_tile<kTok, kThreads>(p, blockIdx.y, expert, row0, rows)) return;
+  if (!find_token_tile<kTok>(p, blockIdx.y, expert, row0, rows)) return;
   const int steps = p.K / kWgStepK;
 
   // This thread's copies, fixed for the CTA; stage s adds its K offset. Activations: chunk i = tid + j *
@@ -287,9 +288,9 @@ __global__ void __launch_bounds__(128 * kGroups, 1) moe_gemm_wgmma_kernel(const 
 
 // Returns false (launching nothing) unless this is an sm_90 GPU, the layout is tiled, the shared memory
 // fits smem_limit and grid.y fits.
-template <int kTok, int kGroups, int kStages>
+template <int kTok, int kStages>
 bool launch_wgmma(const MoeGemmParams& p, int smem_limit, cudaStream_t stream) {
-  using Cfg = WgmmaCfg<kTok, kGroups, kStages>;
+  using Cfg = WgmmaCfg<kTok, kStages>;
   constexpr int smem = Cfg::kSmemBytes;
   if (smem > smem_limit || p.scale_layout != kTiled) return false;
   if (current_device_cc_major() != 9) return false;   // wgmma: sm_90a only
@@ -298,7 +299,7 @@ bool launch_wgmma(const MoeGemmParams& p, int smem_limit, cudaStream_t stream) {
   const int64_t ytiles = (p.M + kTok - 1) / kTok + slots;   // >= sum over experts of ceil(rows / kTok)
   if (ytiles > 65535) return false;
   const dim3 grid((p.N + Cfg::kRows - 1) / Cfg::kRows, static_cast<unsigned>(ytiles));
-  constexpr auto k = moe_gemm_wgmma_kernel<kTok, kGroups, kStages>;
+  constexpr auto k = moe_gemm_wgmma_kernel<kTok, kStages>;
   cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   k<<<grid, Cfg::kThreads, smem, stream>>>(p);
   return true;

@@ -4,9 +4,9 @@
 #include "moe_gemm/moe_gemm_wgmma.cuh"
 
 namespace k2k {
-using WgmmaCfg_n64 = moe::WgmmaCfg<64, 2, 4>;
+using WgmmaCfg_n64 = moe::WgmmaCfg<64, 4>;
 K2K_SMEM_BUDGET(moe_gemm_wgmma_n64, WgmmaCfg_n64::kSmemBytes + moe::kWgStaticSmemReserve);
 bool launch_moe_gemm_wgmma_n64(const MoeGemmParams& p, int smem_limit, cudaStream_t stream) {
-  return moe::launch_wgmma<64, 2, 4>(p, smem_limit - moe::kWgStaticSmemReserve, stream);
+  return moe::launch_wgmma<64, 4>(p, smem_limit - moe::kWgStaticSmemReserve, stream);
 }
 }  // namespace k2k
