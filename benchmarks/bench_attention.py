@@ -7,7 +7,7 @@ Decode: KV bytes = the FP8 K/V bytes the op must read (B * ctx * Hkv * (D + DV))
 Prefill: causal FLOPs = 2 * (D + DV) * Hq * sum over queries of visible keys; TFLOP/s vs 767 (BF16 dense).
 
   python3 benchmarks/bench_attention.py [--quick] [--sweep] [--json out.json]
-  python3 benchmarks/bench_attention.py --cases prefill|groups|crossover    (A/B sets; benchmarks/ab_compare.py)
+  python3 benchmarks/bench_attention.py --cases prefill|prefill_kernels|groups|crossover    (A/B sets; benchmarks/ab_compare.py)
 Rows marked rows8 / prefill-layout / latent-layout time the opt-in layouts (K2K_ATTN_ROWS8=1,
 K2K_ATTN_PREFILL=1, K2K_ATTN_LATENT=1).
 """
@@ -223,6 +223,19 @@ def run_prefill(timer, rows, gen):
         print(rows[-1], flush=True)
 
 
+def run_prefill_kernels(timer, rows, gen):
+    """The prefill kernels side by side (eleventh session): the mma.sync kernel (K2K_ATTN_PREFILL_WGMMA=0)
+    and each sm_90a wgmma configuration (keys per chunk), causal 8K / 2K at D 128 and 8K at D 64, with SDPA.
+    On GPUs other than sm_90 every row runs the mma.sync kernel."""
+    for T, D, configs in ((8192, 128, ("0", "64", "96")), (2048, 128, ("0", "64", "96")), (8192, 64, ("0", "64", "128"))):
+        for knob in configs:
+            os.environ["K2K_ATTN_PREFILL_WGMMA"] = knob
+            bench_prefill(timer, T, 64, 8, D, 16, rows, gen)
+            rows[-1]["case"] += f" wgmma={knob}"
+            print(rows[-1], flush=True)
+    os.environ.pop("K2K_ATTN_PREFILL_WGMMA")
+
+
 def run_groups(timer, rows, gen):
     """Decode at large GQA groups, the launcher's choice, with SDPA: Hq 128 over Hkv 8 / 4 / 2 (groups
     16 / 32 / 64) at B 32 8K, group 64 at 32K, B 1 and 8 at group 64, and GQA 64/8 as the control."""
@@ -246,7 +259,8 @@ def run_crossover(timer, rows, gen):
     os.environ.pop("K2K_ATTN_PREFILL")
 
 
-CASE_SETS = {"prefill": run_prefill, "groups": run_groups, "crossover": run_crossover}
+CASE_SETS = {"prefill": run_prefill, "prefill_kernels": run_prefill_kernels, "groups": run_groups,
+             "crossover": run_crossover}
 
 
 def main():

@@ -54,7 +54,7 @@ class Family:
 # The kernel families, one folder each under csrc/. A family with no sources yet is skipped.
 FAMILIES = (
     Family("quant"),
-    Family("attention"),
+    Family("attention", needs_cutlass=True),   # CuTe's wgmma atoms (the sm_90a prefill kernel)
     Family("routing"),
     Family("moe_gemm", needs_cutlass=True),
     Family("cutlass_sm120", archs=("sm_120a", "sm_121a"), needs_cutlass=True),

@@ -132,8 +132,11 @@ def run_and_check(args, causal=True, max_q_len=-1):
 # layout off), "rows8" (keys on the MMA's M side), "prefill" (FA2 layout: 128-row CTAs for q_len > 1,
 # 64-, 32- or 16-row for decode by group size; D = D_v in
 # {64, 128}), "latent" (8-warp MLA layout, D 576 / DV 512 only); "auto" = the launcher's choice by shape.
+# "prefill_mma": the prefill layout on its mma.sync kernel also where q_len > 1 on sm_90 would take the
+# wgmma kernel (K2K_ATTN_PREFILL_WGMMA=0; elsewhere "prefill" is that kernel already).
 LAYOUTS = {"auto": {}, "rows16": {"K2K_ATTN_ROWS8": "0", "K2K_ATTN_PREFILL": "0", "K2K_ATTN_LATENT": "0"},
-           "rows8": {"K2K_ATTN_ROWS8": "1"}, "prefill": {"K2K_ATTN_PREFILL": "1"}, "latent": {"K2K_ATTN_LATENT": "1"}}
+           "rows8": {"K2K_ATTN_ROWS8": "1"}, "prefill": {"K2K_ATTN_PREFILL": "1"}, "latent": {"K2K_ATTN_LATENT": "1"},
+           "prefill_mma": {"K2K_ATTN_PREFILL": "1", "K2K_ATTN_PREFILL_WGMMA": "0"}}
 LATENT_SHAPES = [s for s in SHAPES if s[5]]
 
 
@@ -220,7 +223,7 @@ PREFILL = [
 @gpu
 @pytest.mark.parametrize("name,Hq,Hkv,D,DV,latent,page", PREFILL, ids=[s[0] for s in PREFILL])
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])
-@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8", "prefill", "latent"])
+@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8", "prefill", "prefill_mma", "latent"])
 def test_prefill_chunked(monkeypatch, name, Hq, Hkv, D, DV, latent, page, causal, layout):
     set_layout(monkeypatch, layout)
     q_lens = [1, 37, 130, 5]
@@ -292,7 +295,7 @@ def test_prefill_layout_odd_groups(monkeypatch, Hq, Hkv, D, q_lens, seq_lens, sp
 
 
 @gpu
-@pytest.mark.parametrize("layout", ["auto", "rows16", "prefill"])
+@pytest.mark.parametrize("layout", ["auto", "rows16", "prefill", "prefill_mma"])
 def test_prefill_long(monkeypatch, layout):
     set_layout(monkeypatch, layout)
     args = make_case([1024], [1500], 32, 4, 128, 128, False, 64)
@@ -300,12 +303,73 @@ def test_prefill_long(monkeypatch, layout):
 
 
 @gpu
-@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8", "prefill"])
+@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8", "prefill", "prefill_mma"])
 def test_prefill_hint_underestimates(monkeypatch, layout):
     """max_q_len = 2 but a q_len of 20 (160 rows > one 128-row prefill tile): the CTAs loop over tiles."""
     set_layout(monkeypatch, layout)
     args = make_case([20, 1, 7], [30, 5, 7], 64, 8, 128, 128, False, 16)
     run_and_check(args, max_q_len=2)
+
+
+# ---------------------------------------------------------------- GPU: the sm_90a wgmma prefill kernel
+SM90 = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
+WGMMA_CONFIGS = [(128, "64"), (128, "96"), (64, "64"), (64, "128")]   # (D, keys per chunk)
+
+
+@gpu
+@pytest.mark.skipif(not SM90, reason="the wgmma prefill kernel needs sm_90")
+@pytest.mark.parametrize("window", [-1, 0, 15, 100])
+@pytest.mark.parametrize("splits", ["1", "3"])
+@pytest.mark.parametrize("q_lens,seq_lens", [([1, 37, 130, 5], [1, 37, 300, 69]), ([0, 3, 1, 0], [4, 130, 6, 9]),
+                                             ([200], [1000]), ([20, 1, 7], [30, 5, 7])],
+                         ids=["chunked", "mixed", "long", "short"])
+@pytest.mark.parametrize("Hq,Hkv", [(64, 8), (12, 1), (4, 4)], ids=["gqa8", "group12", "mha"])
+@pytest.mark.parametrize("D,keys", WGMMA_CONFIGS, ids=[f"d{d}_k{k}" for d, k in WGMMA_CONFIGS])
+def test_prefill_wgmma_configs(monkeypatch, D, keys, Hq, Hkv, q_lens, seq_lens, splits, window):
+    """Every wgmma configuration forced (K2K_ATTN_PREFILL_WGMMA = keys per chunk) against the reference
+    on the same FP8 cache, through the lse op: ragged chunked prefill (keys past the chunk grid, a
+    prefix), empty sequences, a 200-token prefill over 1000 keys (many chunks, rescales), groups that
+    leave padding rows in the 128-row tile (12) or none (8), MHA, key splits (merge) and windows."""
+    set_layout(monkeypatch, "prefill")
+    monkeypatch.setenv("K2K_ATTN_PREFILL_WGMMA", keys)
+    monkeypatch.setenv("K2K_ATTN_SPLITS", splits)
+    args = make_case(q_lens, seq_lens, Hq, Hkv, D, D, False, 16, per_head=True, seed=Hq + D + len(q_lens))
+    run_window(args, window, max_q_len=max(q_lens))
+
+
+@gpu
+@pytest.mark.skipif(not SM90, reason="the wgmma prefill kernel needs sm_90")
+@pytest.mark.parametrize("D", [64, 128])
+def test_prefill_wgmma_is_the_sm90_prefill_default(D):
+    """q_len > 1 on sm_90 runs the wgmma kernel by default (checked by kernel name, not a silent
+    mma.sync fallback), under CUDA-graph capture and replay with new sequence lengths."""
+    args = make_case([40, 9], [300, 9], 16, 2, D, D, False, 16, per_head=True, seed=D)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        out = call(args, max_q_len=40)
+        torch.cuda.synchronize()
+    assert any("fp8_attention_prefill_wgmma_kernel" in e.name for e in prof.events()), [e.name for e in prof.events()]
+    ref = lambda: reference.fp8_kv_attention(args["q"], args["k_cache"], args["v_cache"], args["block_table"],
+                                             args["seq_lens"], args["cu_seqlens_q"], args["k_scale"], args["v_scale"],
+                                             args["softmax_scale"], True, 40, args["head_dim_v"])
+    check_close(out, ref())
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out_g = call(args, max_q_len=40)
+    args["seq_lens"].copy_(torch.tensor([250, 14], dtype=torch.int32, device="cuda"))
+    out_g.fill_(float("nan"))
+    g.replay()
+    torch.cuda.synchronize()
+    check_close(out_g, ref())
+
+
+@gpu
+def test_prefill_wgmma_knob_rejects_unknown_config(monkeypatch):
+    """A forced key count that no wgmma configuration has is an error naming the knob (on every GPU:
+    the host checks the knob before it looks at the device)."""
+    monkeypatch.setenv("K2K_ATTN_PREFILL_WGMMA", "48")
+    args = make_case([5], [9], 16, 2, 128, 128, False, 16)
+    with pytest.raises(ValueError, match="K2K_ATTN_PREFILL_WGMMA=48"):
+        call(args, max_q_len=5)
 
 
 # ---------------------------------------------------------------- GPU: graphs, compile, opcheck
@@ -364,7 +428,7 @@ def test_lse_merges_partial_attentions_cuda():
 
 
 @gpu
-@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8", "prefill", "latent"])
+@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8", "prefill", "prefill_mma", "latent"])
 @pytest.mark.parametrize("splits", ["auto", "1", "3"])
 @pytest.mark.parametrize("q_lens", [(1, 1, 1), (1, 5, 17)], ids=["decode", "mixed"])
 def test_lse_matches_reference(monkeypatch, layout, splits, q_lens):
@@ -372,7 +436,7 @@ def test_lse_matches_reference(monkeypatch, layout, splits, q_lens):
     set_layout(monkeypatch, layout)
     if splits != "auto":
         monkeypatch.setenv("K2K_ATTN_SPLITS", splits)
-    name = {"latent": "latent16_d576_p16", "prefill": "gqa4_d64_p64"}.get(layout, "gqa8_d128_p16")
+    name = {"latent": "latent16_d576_p16", "prefill": "gqa4_d64_p64", "prefill_mma": "gqa4_d64_p64"}.get(layout, "gqa8_d128_p16")
     _, Hq, Hkv, D, DV, latent, page = next(s for s in SHAPES if s[0] == name)
     args = make_case(q_lens, (37, 300, 1000), Hq, Hkv, D, DV, latent, page, seed=len(layout) + len(q_lens))
     poison_allocator(sum(q_lens) * Hq * DV * 2 * 64)

@@ -101,6 +101,29 @@ int choose_splits(int64_t base_ctas, int64_t key_bound, int64_t capacity) {
 // 2 x 2 36.0 vs 36.8, 2 x 4 29.7 vs 37.0, 4 x 2 35.7 vs 45.2, 1 x 2 35.4 vs 29.9.
 constexpr int64_t kPrefillDecodeMinHeads = 8;
 
+// The prefill layout's 128-row CTAs run on wgmma on sm_90 GPUs (fp8_attention_prefill_wgmma.cuh):
+// returns its keys per chunk, or 0 for the mma.sync kernel (other GPUs, or shared memory over the
+// opt-in limit). Defaults from the H200 (eleventh session, causal 8K GQA 64/8, `bench_attention.py
+// --cases prefill_kernels`): D 128 96 keys 3492 us (0.92x SDPA-flash), 64 keys 3580, mma.sync 4246;
+// D 64 128 keys 2201 us (0.86x), 64 keys 2472, mma.sync 2251.
+// K2K_ATTN_PREFILL_WGMMA (benchmarks, tests): 0 = the mma.sync kernel; a key count forces that
+// configuration (64 / 96 at D 128, 64 / 128 at D 64; any other count is an error).
+int prefill_wgmma_keys(int D, int DV, int device) {
+  int keys = D == 128 ? 96 : 128;
+  if (const char* env = std::getenv("K2K_ATTN_PREFILL_WGMMA")) {
+    keys = std::atoi(env);
+    if (keys == 0) return 0;
+    TORCH_CHECK_VALUE(k2k::fp8_attention_prefill_wgmma_smem_bytes(D, DV, keys) > 0,
+                      "k2kernels.fp8_kv_attention: K2K_ATTN_PREFILL_WGMMA=", env, " is not a configuration of D_qk = ", D,
+                      " (use 0, or 64 / 96 at D 128, 64 / 128 at D 64)");
+  }
+  const int smem = k2k::fp8_attention_prefill_wgmma_smem_bytes(D, DV, keys);
+  if (smem == 0 || smem > k2k::smem_optin_limit(device)) return 0;
+  int major = 0;
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);   // an attribute query, no sync
+  return major == 9 ? keys : 0;
+}
+
 int layout_id(const k2k::Fp8AttnParams& p) {
   if (p.prefill) {
     if (p.prefill_m_tiles == 2) return k2k::kLayoutPrefill128;
@@ -242,6 +265,7 @@ std::tuple<at::Tensor, at::Tensor> fp8_kv_attention_impl(
   // CTAs whose 2 / 4 warps per row tile split each chunk's keys (no idle warps).
   p.prefill_m_tiles = p.prefill ? (decode ? 1 : 2) : 0;
   p.prefill_warp_split = !p.prefill || !decode ? 1 : p.group <= 16 ? 4 : p.group <= 32 ? 2 : 1;
+  p.prefill_wgmma = p.prefill_m_tiles == 2 ? prefill_wgmma_keys(int(D), int(DV), q.get_device()) : 0;
   const int rows_per_tile = p.prefill ? 64 * p.prefill_m_tiles / p.prefill_warp_split : p.latent ? 64 : p.rows8 ? 8 : 16;
   p.row_tiles = int(std::max<int64_t>(1, (q_est * p.group + rows_per_tile - 1) / rows_per_tile));
   const int dvc = k2k::fp8_attention_dv_chunk(int(D), int(DV));

@@ -42,6 +42,8 @@ struct Fp8AttnParams {
   int prefill_warp_split;        // prefill layout, one m16 tile per warp: warps sharing a 16-row tile, each
                                  //    taking a part of every chunk's keys: 1 (64-row CTAs), 2 (32), 4 (16)
                                  //    (last: the other kernels' parameter offsets stay as they were)
+  int prefill_wgmma;             // prefill layout, 128-row CTAs, sm_90 only: keys per chunk of the wgmma kernel
+                                 //    (fp8_attention_prefill_wgmma.cuh; 64 / 96 at D 128, 64 / 128 at D 64), 0 = mma.sync
 };
 
 // Returns false if (D, DV) has no compiled configuration (the launcher checks first).
@@ -52,6 +54,9 @@ int fp8_attention_dv_chunk(int D, int DV);
 int fp8_attention_smem_bytes(int D, int DV);
 // Whether the prefill layout (fp8_attention_prefill.cuh) exists for (D, DV).
 bool fp8_attention_prefill_supported(int D, int DV);
+// Dynamic shared memory of the sm_90a wgmma prefill kernel (fp8_attention_prefill_wgmma.cuh) with `keys`
+// keys per chunk at (D, DV); 0 when that configuration does not exist.
+int fp8_attention_prefill_wgmma_smem_bytes(int D, int DV, int keys);
 // Whether the latent layout (fp8_attention_latent.cuh) exists for (D, DV), and its resident CTAs per SM.
 bool fp8_attention_latent_supported(int D, int DV);
 int fp8_attention_latent_ctas_per_sm(int device);

@@ -13,6 +13,8 @@ cudaError_t launch_d128(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t str
 }
 K2K_SMEM_BUDGET(fp8_attention_prefill_d128_m1, (CfgP<128, 1>::kSmemBytes));   // also the warp-split (2, 4) ones: same tiles
 K2K_SMEM_BUDGET(fp8_attention_prefill_d128_m2, (CfgP<128, 2>::kSmemBytes));
+K2K_SMEM_BUDGET(fp8_attention_prefill_wgmma_d128_k64, (CfgW<128, 64>::kSmemBytes));   // sm_90a kernel
+K2K_SMEM_BUDGET(fp8_attention_prefill_wgmma_d128_k96, (CfgW<128, 96>::kSmemBytes));   // sm_90a kernel
 cudaError_t launch_prefill_d128(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream) {
   return launch_prefill<128>(p, n_ctas, stream);
 }

@@ -13,6 +13,8 @@ cudaError_t launch_d64(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stre
 }
 K2K_SMEM_BUDGET(fp8_attention_prefill_d64_m1, (CfgP<64, 1>::kSmemBytes));   // also the warp-split (2, 4) ones: same tiles
 K2K_SMEM_BUDGET(fp8_attention_prefill_d64_m2, (CfgP<64, 2>::kSmemBytes));
+K2K_SMEM_BUDGET(fp8_attention_prefill_wgmma_d64_k64, (CfgW<64, 64>::kSmemBytes));   // sm_90a kernel
+K2K_SMEM_BUDGET(fp8_attention_prefill_wgmma_d64_k128, (CfgW<64, 128>::kSmemBytes));   // sm_90a kernel
 cudaError_t launch_prefill_d64(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream) {
   return launch_prefill<64>(p, n_ctas, stream);
 }

@@ -67,6 +67,15 @@ int fp8_attention_smem_bytes(int D, int DV) {
 
 bool fp8_attention_prefill_supported(int D, int DV) { return (D == 64 || D == 128) && DV == D; }
 
+int fp8_attention_prefill_wgmma_smem_bytes(int D, int DV, int keys) {
+  if (DV != D) return 0;
+  if (D == 128 && keys == 64) return attn::CfgW<128, 64>::kSmemBytes;
+  if (D == 128 && keys == 96) return attn::CfgW<128, 96>::kSmemBytes;
+  if (D == 64 && keys == 64) return attn::CfgW<64, 64>::kSmemBytes;
+  if (D == 64 && keys == 128) return attn::CfgW<64, 128>::kSmemBytes;
+  return 0;
+}
+
 bool fp8_attention_latent_supported(int D, int DV) { return D == 576 && DV == 512; }
 
 int fp8_attention_latent_ctas_per_sm(int device) {

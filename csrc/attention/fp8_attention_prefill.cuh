@@ -26,6 +26,7 @@
 // idle while the CTA converted the head's K/V for them.
 #pragma once
 #include "attention/fp8_attention_kernel.cuh"
+#include "attention/fp8_attention_prefill_wgmma.cuh"
 
 namespace k2k {
 namespace attn {
@@ -454,6 +455,10 @@ cudaError_t launch_prefill_cfg(const Fp8AttnParams& p, int64_t n_ctas, cudaStrea
 // p.prefill_m_tiles and p.prefill_warp_split pick the instantiation.
 template <int D>
 cudaError_t launch_prefill(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream) {
+  if (p.prefill_wgmma != 0) {                          // sm_90a: the wgmma kernel (same work unit as <D, 2, 1>)
+    if (p.prefill_m_tiles != 2 || p.prefill_warp_split != 1) return cudaErrorInvalidValue;
+    return launch_prefill_wgmma<D>(p, n_ctas, stream);
+  }
   if (p.prefill_m_tiles == 2 && p.prefill_warp_split == 1) return launch_prefill_cfg<D, 2, 1>(p, n_ctas, stream);
   if (p.prefill_m_tiles == 1) {
     if (p.prefill_warp_split == 1) return launch_prefill_cfg<D, 1, 1>(p, n_ctas, stream);
