@@ -6,7 +6,9 @@ the PyTorch reference composite and its torch.compile version, in one process, o
 Timing (/work/shared/docs/gpu.md): every timed call is a CUDA-graph replay of ONE call, preceded by
 READING a 256 MB buffer (evicts L2 without dirty lines; the flush is enqueued first so the GPU is busy
 while the replay is submitted); CUDA events around the replay only; median. "warm" = a graph of 20
-back-to-back calls on L2-resident inputs, per call. "warp cold / warm" = the warp-per-token kernel
+back-to-back calls on L2-resident inputs, per call (the block kernel is launched with PDL, so a call's
+launch overlaps the previous call); "after plain" = 20 x (a 1-element torch kernel + one call), minus
+that kernel's warm time: a call whose predecessor does not let it launch early. "warp cold / warm" = the warp-per-token kernel
 forced (K2K_ROUTER_KERNEL=warp; T <= 512), where the launcher would pick the block-per-token kernel
 for T <= 256. Roofline: bytes of logits read once (+ outputs)
 at 4.2 TB/s, and a measured read of the same logits (torch.sum, same method) as the practical floor.
@@ -124,7 +126,8 @@ def main():
     rows = []
     print(f"GPU: {torch.cuda.get_device_name()}  torch {torch.__version__}", flush=True)
     hdr = (f"{'op':<12}{'T':>6} {'ours cold':>10} {'ours warm':>10} {'ref eager':>10} {'ref compile':>12} "
-           f"{'read floor':>11} {'4.2TB/s':>8} {'vs compile':>10} {'vs read':>8} {'warp cold':>10} {'warp warm':>10}")
+           f"{'read floor':>11} {'4.2TB/s':>8} {'vs compile':>10} {'vs read':>8} {'warp cold':>10} {'warp warm':>10} "
+           f"{'after plain':>11}")
     tiny = torch.zeros(1, device="cuda")
     floor_cold = timer.cold_us(lambda: tiny.add_(1))
     floor_warm = timer.warm_us(lambda: tiny.add_(1))
@@ -138,6 +141,9 @@ def main():
             args_ = (logits, bias, K, "sigmoid", 1, 1, True, RSF)
             ours = timer.cold_us(lambda: OPS.topk_router(*args_))
             warm = timer.warm_us(lambda: OPS.topk_router(*args_))
+            # each call after a plain (non-PDL) kernel, that kernel's own warm time subtracted: what a
+            # router gains from PDL only when its predecessor lets it launch early is left out
+            after_plain = timer.warm_us(lambda: (tiny.add_(1), OPS.topk_router(*args_))) - floor_warm
             warm_warp = cold_warp = float("nan")
             if T <= 512:        # the warp-per-token kernel forced (the launcher reads the knob at capture)
                 os.environ["K2K_ROUTER_KERNEL"] = "warp"
@@ -152,14 +158,14 @@ def main():
             nbytes = logits.numel() * logits.element_size() + T * K * 8 + E * 4
             ideal = nbytes / (COPY_TBS * 1e12) * 1e6
             r = dict(op="topk_router", dtype=str(dtype).replace("torch.", ""), T=T, ours_cold_us=ours,
-                     ours_warm_us=warm, warp_kernel_cold_us=cold_warp, warp_kernel_warm_us=warm_warp, ref_eager_us=ref, ref_compile_us=comp, read_logits_us=read,
+                     ours_warm_us=warm, ours_after_plain_us=after_plain, warp_kernel_cold_us=cold_warp, warp_kernel_warm_us=warm_warp, ref_eager_us=ref, ref_compile_us=comp, read_logits_us=read,
                      ideal_4p2_us=ideal, pct_of_4p2=100 * ideal / ours, speedup_vs_compile=comp / ours,
                      ratio_to_read=ours / read)
             rows.append(r)
             name = "router" + ("/bf16" if dtype == torch.bfloat16 else "")
             print(f"{name:<12}{T:>6} {ours:>10.2f} {warm:>10.2f} {ref:>10.2f} {comp:>12.2f} {read:>11.2f} "
-                  f"{ideal:>8.2f} {comp / ours:>9.1f}x {ours / read:>7.2f}x {cold_warp:>10.2f} {warm_warp:>10.2f}",
-                  flush=True)
+                  f"{ideal:>8.2f} {comp / ours:>9.1f}x {ours / read:>7.2f}x {cold_warp:>10.2f} {warm_warp:>10.2f} "
+                  f"{after_plain:>11.2f}", flush=True)
     for T in tokens:
         ids = OPS.topk_router(torch.randn(T, E, device="cuda"), bias, K, "sigmoid", 1, 1, True, RSF)[1]
         ours = timer.cold_us(lambda: OPS.moe_align(ids, E, 1, None))

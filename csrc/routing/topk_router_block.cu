@@ -23,6 +23,7 @@
 
 #include <cfloat>
 
+#include "common/pdl.cuh"
 #include "routing/router_math.cuh"
 #include "routing/topk_router.h"
 
@@ -56,6 +57,11 @@ topk_router_block_kernel(const T* __restrict__ logits, const float* __restrict__
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t t = blockIdx.x;
   const T* row = logits + t * E;
+  // Launched with PDL (launch_typed): the block may start while the stream's previous kernel still runs
+  // (e.g. the previous router call of a decode graph), so it waits before reading anything that kernel
+  // may write (the logits, the bias) or writing what it may read; the next kernel may launch now.
+  pdl_launch_dependents();
+  pdl_wait();
 
   float s[kPer], b[kPer];                          // all loads first: one memory latency
 #pragma unroll
@@ -226,8 +232,8 @@ topk_router_block_kernel(const T* __restrict__ logits, const float* __restrict__
 
 template <typename T, int kPer>
 void launch_typed(const TopkRouterParams& p, cudaStream_t stream) {
-  topk_router_block_kernel<T, kPer><<<static_cast<unsigned>(p.T), kThreads, 0, stream>>>(
-      static_cast<const T*>(p.logits), p.bias, p.weights, p.ids, p.E, p.top_k, p.softmax, p.renormalize, p.scale);
+  launch_with_pdl(topk_router_block_kernel<T, kPer>, dim3(static_cast<unsigned>(p.T)), dim3(kThreads), 0, stream,
+                  static_cast<const T*>(p.logits), p.bias, p.weights, p.ids, p.E, p.top_k, p.softmax, p.renormalize, p.scale);
 }
 
 template <typename T>
