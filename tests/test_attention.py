@@ -246,13 +246,14 @@ def test_prefill_hint_too_small_and_unknown(monkeypatch, layout):
 @gpu
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])
 @pytest.mark.parametrize("splits", ["1", "3", "7"])
-@pytest.mark.parametrize("case", ["decode_group64", "decode_group32", "chunked"])
+@pytest.mark.parametrize("case", ["decode_group64", "decode_group32", "chunked", "chunked_mma"])
 def test_prefill_layout_splits(monkeypatch, splits, case, causal):
     """The prefill layout with key-range splits (partial O / LSE + merge): decode with large GQA groups
-    (its default there) and chunked prefill, more splits than some rows' chunks."""
-    set_layout(monkeypatch, "prefill")
+    (its default there) and chunked prefill (on sm_90 the wgmma kernel; chunked_mma: the mma.sync one),
+    more splits than some rows' chunks."""
+    set_layout(monkeypatch, "prefill_mma" if case == "chunked_mma" else "prefill")
     monkeypatch.setenv("K2K_ATTN_SPLITS", splits)
-    if case == "chunked":
+    if case.startswith("chunked"):
         q_lens, seq_lens = [1, 37, 130, 5], [1, 37, 300, 69]
         run_and_check(make_case(q_lens, seq_lens, 16, 2, 128, 128, False, 16), causal=causal, max_q_len=max(q_lens))
     else:
@@ -284,11 +285,15 @@ def test_prefill_layout_warp_split(monkeypatch, Hq, Hkv, D, splits, window):
                                              ([5, 2, 17], [70, 300, 17])], ids=["decode", "mixed", "chunked"])
 @pytest.mark.parametrize("Hq,Hkv,D", [(24, 2, 128), (40, 2, 64), (80, 2, 64), (96, 1, 128), (200, 2, 64), (4, 1, 128)],
                          ids=["group12", "group20_d64", "group40_d64", "group96", "group100_d64", "group4"])
-def test_prefill_layout_odd_groups(monkeypatch, Hq, Hkv, D, q_lens, seq_lens, splits, window):
+@pytest.mark.parametrize("layout", ["prefill", "prefill_mma"])
+def test_prefill_layout_odd_groups(monkeypatch, layout, Hq, Hkv, D, q_lens, seq_lens, splits, window):
     """The prefill layout forced, GQA groups that leave padding rows in a tile (12, 20, 40, 100) or
     take several row tiles (96, 100), with decode, mixed (empty sequences) and chunked batches, key
-    splits and windows: padding rows must neither be written nor change the real rows."""
-    set_layout(monkeypatch, "prefill")
+    splits and windows: padding rows must neither be written nor change the real rows (q_len > 1 on
+    sm_90: the wgmma kernel, and with prefill_mma the mma.sync one)."""
+    if layout == "prefill_mma" and max(q_lens) == 1:
+        pytest.skip("decode takes the mma.sync kernel under both parameters")
+    set_layout(monkeypatch, layout)
     monkeypatch.setenv("K2K_ATTN_SPLITS", splits)
     args = make_case(q_lens, seq_lens, Hq, Hkv, D, D, False, 16, per_head=True, seed=Hq + len(q_lens))
     run_window(args, window, max_q_len=max(q_lens))
@@ -320,21 +325,38 @@ WGMMA_CONFIGS = [(128, "64"), (128, "96"), (64, "64"), (64, "128")]   # (D, keys
 @pytest.mark.skipif(not SM90, reason="the wgmma prefill kernel needs sm_90")
 @pytest.mark.parametrize("window", [-1, 0, 15, 100])
 @pytest.mark.parametrize("splits", ["1", "3"])
-@pytest.mark.parametrize("q_lens,seq_lens", [([1, 37, 130, 5], [1, 37, 300, 69]), ([0, 3, 1, 0], [4, 130, 6, 9]),
-                                             ([200], [1000]), ([20, 1, 7], [30, 5, 7])],
-                         ids=["chunked", "mixed", "long", "short"])
+@pytest.mark.parametrize("q_lens,seq_lens,hint", [([1, 37, 130, 5], [1, 37, 300, 69], 130), ([0, 3, 1, 0], [4, 130, 6, 9], 3),
+                                                  ([200], [1000], 200), ([20, 1, 7], [30, 5, 7], 20),
+                                                  ([20, 1, 7], [30, 5, 7], 2)],
+                         ids=["chunked", "mixed", "long", "short", "hint2"])
 @pytest.mark.parametrize("Hq,Hkv", [(64, 8), (12, 1), (4, 4)], ids=["gqa8", "group12", "mha"])
 @pytest.mark.parametrize("D,keys", WGMMA_CONFIGS, ids=[f"d{d}_k{k}" for d, k in WGMMA_CONFIGS])
-def test_prefill_wgmma_configs(monkeypatch, D, keys, Hq, Hkv, q_lens, seq_lens, splits, window):
+def test_prefill_wgmma_configs(monkeypatch, D, keys, Hq, Hkv, q_lens, seq_lens, hint, splits, window):
     """Every wgmma configuration forced (K2K_ATTN_PREFILL_WGMMA = keys per chunk) against the reference
     on the same FP8 cache, through the lse op: ragged chunked prefill (keys past the chunk grid, a
     prefix), empty sequences, a 200-token prefill over 1000 keys (many chunks, rescales), groups that
-    leave padding rows in the 128-row tile (12) or none (8), MHA, key splits (merge) and windows."""
+    leave padding rows in the 128-row tile (12) or none (8), MHA, key splits (merge), windows, and a
+    max_q_len hint of 2 below the real 20 (the grid covers fewer row tiles: CTAs loop over the rest)."""
     set_layout(monkeypatch, "prefill")
     monkeypatch.setenv("K2K_ATTN_PREFILL_WGMMA", keys)
     monkeypatch.setenv("K2K_ATTN_SPLITS", splits)
     args = make_case(q_lens, seq_lens, Hq, Hkv, D, D, False, 16, per_head=True, seed=Hq + D + len(q_lens))
-    run_window(args, window, max_q_len=max(q_lens))
+    run_window(args, window, max_q_len=hint)
+
+
+@gpu
+@pytest.mark.skipif(not SM90, reason="the wgmma prefill kernel needs sm_90")
+@pytest.mark.parametrize("D,keys", WGMMA_CONFIGS, ids=[f"d{d}_k{k}" for d, k in WGMMA_CONFIGS])
+def test_prefill_wgmma_forced_config_runs_wgmma(monkeypatch, D, keys):
+    """A forced configuration runs the wgmma kernel with that key count (by kernel name), so the
+    configuration tests above cannot pass on a silent mma.sync fallback."""
+    monkeypatch.setenv("K2K_ATTN_PREFILL_WGMMA", keys)
+    args = make_case([40, 9], [300, 9], 16, 2, D, D, False, 16, seed=D)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        call(args, max_q_len=40)
+        torch.cuda.synchronize()
+    names = [e.name for e in prof.events()]
+    assert any(f"fp8_attention_prefill_wgmma_kernel<{D}, {keys}>" in n for n in names), names
 
 
 @gpu
@@ -363,12 +385,13 @@ def test_prefill_wgmma_is_the_sm90_prefill_default(D):
 
 
 @gpu
-def test_prefill_wgmma_knob_rejects_unknown_config(monkeypatch):
-    """A forced key count that no wgmma configuration has is an error naming the knob (on every GPU:
-    the host checks the knob before it looks at the device)."""
-    monkeypatch.setenv("K2K_ATTN_PREFILL_WGMMA", "48")
+@pytest.mark.parametrize("value", ["48", "128", "-64", "abc", "64x", ""])
+def test_prefill_wgmma_knob_rejects_unknown_config(monkeypatch, value):
+    """A K2K_ATTN_PREFILL_WGMMA that is not 0 or a key count of this D (128 is D 64's, the case is D
+    128; text; trailing junk; empty) is an error naming the knob, on every GPU."""
+    monkeypatch.setenv("K2K_ATTN_PREFILL_WGMMA", value)
     args = make_case([5], [9], 16, 2, 128, 128, False, 16)
-    with pytest.raises(ValueError, match="K2K_ATTN_PREFILL_WGMMA=48"):
+    with pytest.raises(ValueError, match=f"K2K_ATTN_PREFILL_WGMMA={value} is not"):
         call(args, max_q_len=5)
 
 
@@ -554,7 +577,7 @@ def test_window_decode_ragged(monkeypatch, layout, shape, splits, window):
 @pytest.mark.parametrize("window", WINDOWS)
 @pytest.mark.parametrize("splits", ["auto", "3"])
 @pytest.mark.parametrize("name,Hq,Hkv,D,DV,latent,page", PREFILL, ids=[s[0] for s in PREFILL])
-@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8", "prefill", "latent"])
+@pytest.mark.parametrize("layout", ["auto", "rows16", "rows8", "prefill", "prefill_mma", "latent"])
 def test_window_prefill_chunked(monkeypatch, name, Hq, Hkv, D, DV, latent, page, layout, splits, window):
     """Mixed q_lens (decode, fresh prefill, chunked prefill after a prefix): one tile spans several
     query positions, so its rows have different window starts. (prefill / latent layouts exist only for
@@ -570,7 +593,7 @@ def test_window_prefill_chunked(monkeypatch, name, Hq, Hkv, D, DV, latent, page,
 
 @gpu
 @pytest.mark.parametrize("window", [100, 1000])
-@pytest.mark.parametrize("layout", ["auto", "rows16", "prefill"])
+@pytest.mark.parametrize("layout", ["auto", "rows16", "prefill", "prefill_mma"])
 def test_window_prefill_long(monkeypatch, layout, window):
     """Many 64-key chunks: the prefill CTAs skip chunks wholly outside their rows' windows."""
     set_layout(monkeypatch, layout)

@@ -107,21 +107,30 @@ constexpr int64_t kPrefillDecodeMinHeads = 8;
 // --cases prefill_kernels`): D 128 96 keys 3492 us (0.92x SDPA-flash), 64 keys 3580, mma.sync 4246;
 // D 64 128 keys 2201 us (0.86x), 64 keys 2472, mma.sync 2251.
 // K2K_ATTN_PREFILL_WGMMA (benchmarks, tests): 0 = the mma.sync kernel; a key count forces that
-// configuration (64 / 96 at D 128, 64 / 128 at D 64; any other count is an error).
+// configuration (64 / 96 at D 128, 64 / 128 at D 64). Anything else is an error, and so is a forced
+// count that this sm_90 GPU cannot run (shared memory over the opt-in limit); other GPUs have no wgmma
+// and take the mma.sync kernel whatever the knob says.
 int prefill_wgmma_keys(int D, int DV, int device) {
-  int keys = D == 128 ? 96 : 128;
-  if (const char* env = std::getenv("K2K_ATTN_PREFILL_WGMMA")) {
-    keys = std::atoi(env);
-    if (keys == 0) return 0;
-    TORCH_CHECK_VALUE(k2k::fp8_attention_prefill_wgmma_smem_bytes(D, DV, keys) > 0,
-                      "k2kernels.fp8_kv_attention: K2K_ATTN_PREFILL_WGMMA=", env, " is not a configuration of D_qk = ", D,
-                      " (use 0, or 64 / 96 at D 128, 64 / 128 at D 64)");
-  }
-  const int smem = k2k::fp8_attention_prefill_wgmma_smem_bytes(D, DV, keys);
-  if (smem == 0 || smem > k2k::smem_optin_limit(device)) return 0;
   int major = 0;
   cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);   // an attribute query, no sync
-  return major == 9 ? keys : 0;
+  const char* env = std::getenv("K2K_ATTN_PREFILL_WGMMA");
+  int keys = D == 128 ? 96 : 128;
+  if (env != nullptr) {
+    char* end = nullptr;
+    const long v = std::strtol(env, &end, 10);
+    const bool whole = end != env && *end == '\0';
+    TORCH_CHECK_VALUE(whole && (v == 0 || k2k::fp8_attention_prefill_wgmma_smem_bytes(D, DV, int(v)) > 0),
+                      "k2kernels.fp8_kv_attention: K2K_ATTN_PREFILL_WGMMA=", env, " is not a configuration of D_qk = ", D,
+                      " (use 0, or 64 / 96 at D 128, 64 / 128 at D 64)");
+    if (v == 0) return 0;
+    keys = int(v);
+  }
+  if (major != 9) return 0;
+  const int smem = k2k::fp8_attention_prefill_wgmma_smem_bytes(D, DV, keys);
+  const bool fits = smem > 0 && smem <= k2k::smem_optin_limit(device);
+  TORCH_CHECK_VALUE(fits || env == nullptr, "k2kernels.fp8_kv_attention: K2K_ATTN_PREFILL_WGMMA=", env, " needs ", smem,
+                    " B of shared memory; this device allows ", k2k::smem_optin_limit(device));
+  return fits ? keys : 0;
 }
 
 int layout_id(const k2k::Fp8AttnParams& p) {

@@ -26,6 +26,7 @@
 // idle while the CTA converted the head's K/V for them.
 #pragma once
 #include "attention/fp8_attention_kernel.cuh"
+#include "attention/fp8_attention_prefill_common.cuh"
 #include "attention/fp8_attention_prefill_wgmma.cuh"
 
 namespace k2k {
@@ -104,29 +105,12 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
   const int part = C::kWS == 1 ? 0 : warp / C::kRowTiles;    // its share of each chunk's keys
   const int pkey = part * C::kWarpKeys;                  // first key of that share within the chunk
 
-  int64_t idx = blockIdx.x;                              // dv_chunks == 1 here
-  // Heaviest row tiles first: under a causal mask the last tiles see the most keys, and launched last
-  // they would form the grid's tail.
-  const int tile0 = p.row_tiles - 1 - int(idx % p.row_tiles);
-  idx /= p.row_tiles;
-  const int split = int(idx % p.num_splits);
-  idx /= p.num_splits;
-  const int h = int(idx % p.Hkv);
-  const int b = int(idx / p.Hkv);
-  const int q_start = __ldg(p.cu_seqlens_q + b);
-  const int q_len = __ldg(p.cu_seqlens_q + b + 1) - q_start;
-  if (q_len <= 0 || q_start < 0 || q_start + q_len > p.Tq) return;
-  const int L = min(max(__ldg(p.seq_lens + b), 0), p.max_pages * p.page_size);
-  const int G = p.group;
-  const int n_rows = q_len * G;
-  const int32_t* bt_row = p.block_table + int64_t(b) * p.max_pages;
-  const float sl2 = p.softmax_scale_log2 * __ldg(p.k_scale + (p.k_per_head ? h : 0));
-  const float vscale = __ldg(p.v_scale + (p.v_per_head ? h : 0));
-  const int64_t k_slot_stride = int64_t(p.Hkv) * D;
-  const uint8_t* k_head = p.k_cache + int64_t(h) * D;
-  const uint8_t* v_head = p.v_cache + int64_t(h) * p.v_head_stride;
+  PrefillCta cta;
+  if (!prefill_cta<D>(p, cta)) return;
+  const int G = cta.G, n_rows = cta.n_rows, L = cta.L, q_len = cta.q_len, h = cta.h;
+  const float sl2 = cta.sl2;
 
-  for (int tile = tile0; tile * C::kRowsCta < n_rows; tile += p.row_tiles) {
+  for (int tile = cta.tile0; tile * C::kRowsCta < n_rows; tile += p.row_tiles) {
     const int row0 = tile * C::kRowsCta;
     // ---- Q (kRowsCta rows) -> f16 in shared memory (kMT = 2: A fragments re-read per chunk with
     // ldmatrix; kMT = 1: read into registers once, below)
@@ -136,7 +120,7 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
       uint4 v = make_uint4(0, 0, 0, 0);
       if (row < n_rows) {
         const int qi = row / G, hh = row - qi * G;
-        v = __ldg(reinterpret_cast<const uint4*>(p.q + (int64_t(q_start + qi) * p.Hq + h * G + hh) * D) + cc);
+        v = __ldg(reinterpret_cast<const uint4*>(p.q + (int64_t(cta.q_start + qi) * p.Hq + h * G + hh) * D) + cc);
       }
       v = make_uint4(bf16x2_to_f16x2_clamped(v.x), bf16x2_to_f16x2_clamped(v.y), bf16x2_to_f16x2_clamped(v.z),
                      bf16x2_to_f16x2_clamped(v.w));
@@ -175,31 +159,10 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
     warp_lim_min = min(warp_lim_min, __shfl_xor_sync(0xffffffffu, warp_lim_min, 8));
     warp_lim_min = min(warp_lim_min, __shfl_xor_sync(0xffffffffu, warp_lim_min, 16));
     const int warp_begin = window_begin(L - q_len + (row0 + rt * C::kRowsWarp) / G, p.window_left);
-    int key_end = L;
-    if (p.causal) key_end = min(L, L - q_len + (min(row0 + C::kRowsCta, n_rows) - 1) / G + 1);
-    key_end = max(key_end, 0);
-    const int key_begin = min(window_begin(L - q_len + row0 / G, p.window_left), key_end);
-    const int kbase = key_begin & ~15;
-    const int n_chunks = (key_end - kbase + C::kKeys - 1) / C::kKeys;
-    const int per_split = (n_chunks + p.num_splits - 1) / p.num_splits;
-    const int c_begin = min(n_chunks, split * per_split);
-    const int c_end = min(n_chunks, c_begin + per_split);
-
-    // this thread's 16-byte pieces of a tile: key = u / (D/16), column = (u % (D/16)) * 16
+    const PrefillKeys keys = prefill_keys(p, cta, row0, C::kRowsCta, C::kKeys);
+    const int kbase = keys.kbase, c_begin = keys.c_begin, c_end = keys.c_end;
     auto load = [&](int c, uint4 (&kr)[C::kLoads], uint4 (&vr)[C::kLoads]) {
-#pragma unroll
-      for (int i = 0; i < C::kLoads; ++i) {
-        const int u = threadIdx.x + i * kThreads;
-        const int key = kbase + c * C::kKeys + u / (D / 16), col = (u % (D / 16)) * 16;
-        if (key >= key_begin && key < key_end) {
-          const int64_t slot = slot_of(p, bt_row, key);
-          kr[i] = ld_stream16(k_head + slot * k_slot_stride + col);
-          vr[i] = ld_stream16(v_head + slot * p.v_slot_stride + col);
-        } else {
-          kr[i] = make_uint4(0, 0, 0, 0);     // zero V: P is 0 there and 0 * (NaN garbage) would not be
-          vr[i] = make_uint4(0, 0, 0, 0);
-        }
-      }
+      prefill_load_chunk<D, C::kLoads, kThreads>(p, cta, keys, kbase + c * C::kKeys, threadIdx.x, kr, vr);
     };
     auto store = [&](int stage, const uint4 (&kr)[C::kLoads], const uint4 (&vr)[C::kLoads]) {
       __half* ks = tiles + stage * 2 * C::kTile;
@@ -394,26 +357,7 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
         lsum += __shfl_xor_sync(0xffffffffu, lsum, 2);
         const int row = row0 + rt * C::kRowsWarp + mt * 16 + g + rr * 8;
         if (row >= n_rows) continue;
-        const float f = lsum > 0.f ? vscale / lsum : 0.f;
-        const float lse2 = lsum > 0.f ? m[mt][rr] + __log2f(lsum) : -INFINITY;   // log2 domain
-        const int qi = row / G, hh = row - qi * G;
-        const int64_t orow_index = int64_t(q_start + qi) * p.Hq + h * G + hh;
-        if (p.num_splits > 1) {                          // normalized partial O and LSE for the merge
-          const int64_t prow = int64_t(split) * p.Tq * p.Hq + orow_index;
-          float* po = p.part_o + prow * p.DV;
-          if (t == 0) p.part_lse[prow] = lse2;
-#pragma unroll
-          for (int j = 0; j < D / 8; ++j)
-            *reinterpret_cast<float2*>(po + j * 8 + 2 * t) = make_float2(o[mt][j][2 * rr] * f, o[mt][j][2 * rr + 1] * f);
-          continue;
-        }
-        __nv_bfloat16* orow = p.out + orow_index * p.DV;
-        if (p.lse != nullptr && t == 0) p.lse[orow_index] = lse2 * kLn2;
-#pragma unroll
-        for (int j = 0; j < D / 8; ++j) {
-          const __nv_bfloat162 v2 = __floats2bfloat162_rn(o[mt][j][2 * rr] * f, o[mt][j][2 * rr + 1] * f);
-          *reinterpret_cast<__nv_bfloat162*>(orow + j * 8 + 2 * t) = v2;
-        }
+        prefill_write_row<D>(p, cta, row, t, m[mt][rr], lsum, [&](int j, int e) { return o[mt][j][2 * rr + e]; });
       }
     }
   }

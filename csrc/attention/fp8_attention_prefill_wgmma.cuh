@@ -12,7 +12,7 @@
 //
 // One CTA = two warpgroups = 128 packed (token, head) rows of one sequence and KV head (the same work
 // unit, grid and row tiles as the mma.sync kernel's kMT = 2); warpgroup w owns rows 64w .. 64w + 63,
-// warp w' of it 16, lane (g, q) rows g and g + 8 of those (the mma.sync fragment layout, which is
+// warp w' of it 16, lane (g, t) rows g and g + 8 of those (the mma.sync fragment layout, which is
 // also the layout of wgmma's register A operand and accumulators).
 // Per chunk of kKeys keys:
 //   S = Q K^T   m64 n(kKeys) k16 wgmmas, D / 16 of them: A = Q from registers (f16, loaded once per
@@ -43,6 +43,7 @@
 #include <cute/arch/mma_sm90_gmma.hpp>
 
 #include "attention/fp8_attention_kernel.cuh"
+#include "attention/fp8_attention_prefill_common.cuh"
 
 namespace k2k {
 namespace attn {
@@ -118,27 +119,12 @@ __global__ void __launch_bounds__(kWgThreads, 1) fp8_attention_prefill_wgmma_ker
   const int wg = warp >> 2;                          // warpgroup: rows 64 wg ..
   const int wrow = wg * 64 + (warp & 3) * 16 + g;    // this lane's first row in the CTA (+ 8: its second)
 
-  int64_t idx = blockIdx.x;
-  const int tile0 = p.row_tiles - 1 - int(idx % p.row_tiles);   // heaviest row tiles first (causal)
-  idx /= p.row_tiles;
-  const int split = int(idx % p.num_splits);
-  idx /= p.num_splits;
-  const int h = int(idx % p.Hkv);
-  const int b = int(idx / p.Hkv);
-  const int q_start = __ldg(p.cu_seqlens_q + b);
-  const int q_len = __ldg(p.cu_seqlens_q + b + 1) - q_start;
-  if (q_len <= 0 || q_start < 0 || q_start + q_len > p.Tq) return;
-  const int L = min(max(__ldg(p.seq_lens + b), 0), p.max_pages * p.page_size);
-  const int G = p.group;
-  const int n_rows = q_len * G;
-  const int32_t* bt_row = p.block_table + int64_t(b) * p.max_pages;
-  const float sl2 = p.softmax_scale_log2 * __ldg(p.k_scale + (p.k_per_head ? h : 0));
-  const float vscale = __ldg(p.v_scale + (p.v_per_head ? h : 0));
-  const int64_t k_slot_stride = int64_t(p.Hkv) * D;
-  const uint8_t* k_head = p.k_cache + int64_t(h) * D;
-  const uint8_t* v_head = p.v_cache + int64_t(h) * p.v_head_stride;
+  PrefillCta cta;
+  if (!prefill_cta<D>(p, cta)) return;
+  const int G = cta.G, n_rows = cta.n_rows, L = cta.L, q_len = cta.q_len, h = cta.h;
+  const float sl2 = cta.sl2;
 
-  for (int tile = tile0; tile * C::kRowsCta < n_rows; tile += p.row_tiles) {
+  for (int tile = cta.tile0; tile * C::kRowsCta < n_rows; tile += p.row_tiles) {
     const int row0 = tile * C::kRowsCta;
     // ---- Q of rows wrow, wrow + 8 as wgmma A fragments (f16, clamped), straight from global: k-step kk
     // holds channels 16kk + 2t, +1 (regs 0, 1) and 16kk + 8 + 2t, +1 (regs 2, 3)
@@ -151,7 +137,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) fp8_attention_prefill_wgmma_ker
       lim[rr] = 0;
       if (row < n_rows) {
         const int qi = row / G, hh = row - qi * G;
-        qrow = reinterpret_cast<const uint32_t*>(p.q + (int64_t(q_start + qi) * p.Hq + h * G + hh) * D);
+        qrow = reinterpret_cast<const uint32_t*>(p.q + (int64_t(cta.q_start + qi) * p.Hq + h * G + hh) * D);
         lim[rr] = p.causal ? min(L, L - q_len + qi + 1) : L;
       }
 #pragma unroll
@@ -173,33 +159,13 @@ __global__ void __launch_bounds__(kWgThreads, 1) fp8_attention_prefill_wgmma_ker
     int wg_end = 0;
     if (row0 + wg * 64 < n_rows) wg_end = p.causal ? min(L, L - q_len + wg_last / G + 1) : L;
     const int wg_begin = window_begin(L - q_len + (row0 + wg * 64) / G, p.window_left);
-    int key_end = L;
-    if (p.causal) key_end = min(L, L - q_len + (min(row0 + C::kRowsCta, n_rows) - 1) / G + 1);
-    key_end = max(key_end, 0);
-    const int key_begin = min(window_begin(L - q_len + row0 / G, p.window_left), key_end);
-    const int kbase = key_begin & ~15;
-    const int n_chunks = (key_end - kbase + kKeys - 1) / kKeys;
-    const int per_split = (n_chunks + p.num_splits - 1) / p.num_splits;
-    const int c_begin = min(n_chunks, split * per_split);
-    const int c_end = min(n_chunks, c_begin + per_split);
-
-    // This thread's 16-byte FP8 pieces of a tile: piece u = key u / (D/16), channels (u % (D/16)) * 16 ..
+    const PrefillKeys keys = prefill_keys(p, cta, row0, C::kRowsCta, kKeys);
+    const int kbase = keys.kbase, c_begin = keys.c_begin, c_end = keys.c_end;
     auto load = [&](int c, uint4 (&kr)[C::kLoads], uint4 (&vr)[C::kLoads]) {
-#pragma unroll
-      for (int i = 0; i < C::kLoads; ++i) {
-        const int u = tid + i * kWgThreads;
-        const int key = kbase + c * kKeys + u / (D / 16), col = (u % (D / 16)) * 16;
-        if (key >= key_begin && key < key_end) {
-          const int64_t slot = slot_of(p, bt_row, key);
-          kr[i] = ld_stream16(k_head + slot * k_slot_stride + col);
-          vr[i] = ld_stream16(v_head + slot * p.v_slot_stride + col);
-        } else {
-          kr[i] = make_uint4(0, 0, 0, 0);   // zero V: P is 0 there and 0 * (NaN garbage) would not be
-          vr[i] = make_uint4(0, 0, 0, 0);
-        }
-      }
+      prefill_load_chunk<D, C::kLoads, kWgThreads>(p, cta, keys, kbase + c * kKeys, tid, kr, vr);
     };
-    // ... converted to f16: 16 channels = two 16-byte chunks (2j, 2j + 1 of block j / 4) of the swizzled tile
+    // This thread's pieces (as loaded) converted to f16: 16 channels = two 16-byte chunks (2j, 2j + 1 of
+    // block j / 4) of the swizzled tile
     auto store = [&](int stage, const uint4 (&kr)[C::kLoads], const uint4 (&vr)[C::kLoads]) {
       uint8_t* ks = wg_smem + stage * C::kStageBytes;
 #pragma unroll
@@ -326,25 +292,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) fp8_attention_prefill_wgmma_ker
       lsum += __shfl_xor_sync(0xffffffffu, lsum, 2);
       const int row = row0 + wrow + rr * 8;
       if (row >= n_rows) continue;
-      const float f = lsum > 0.f ? vscale / lsum : 0.f;
-      const float lse2 = lsum > 0.f ? m[rr] + __log2f(lsum) : -INFINITY;   // log2 domain
-      const int qi = row / G, hh = row - qi * G;
-      const int64_t orow_index = int64_t(q_start + qi) * p.Hq + h * G + hh;
-      if (p.num_splits > 1) {                         // normalized partial O and LSE for the merge
-        const int64_t prow = int64_t(split) * p.Tq * p.Hq + orow_index;
-        float* po = p.part_o + prow * p.DV;
-        if (t == 0) p.part_lse[prow] = lse2;
-#pragma unroll
-        for (int j = 0; j < D / 8; ++j)
-          *reinterpret_cast<float2*>(po + j * 8 + 2 * t) = make_float2(o[4 * j + 2 * rr] * f, o[4 * j + 2 * rr + 1] * f);
-        continue;
-      }
-      __nv_bfloat16* orow = p.out + orow_index * p.DV;
-      if (p.lse != nullptr && t == 0) p.lse[orow_index] = lse2 * kLn2;
-#pragma unroll
-      for (int j = 0; j < D / 8; ++j)
-        *reinterpret_cast<__nv_bfloat162*>(orow + j * 8 + 2 * t) =
-            __floats2bfloat162_rn(o[4 * j + 2 * rr] * f, o[4 * j + 2 * rr + 1] * f);
+      prefill_write_row<D>(p, cta, row, t, m[rr], lsum, [&](int j, int e) { return o[4 * j + 2 * rr + e]; });
     }
   }
 #endif

@@ -10,6 +10,8 @@
 #include <cuda_runtime.h>
 #include <utility>
 
+#include "common/device_info.h"
+
 namespace k2k {
 
 __device__ __forceinline__ void pdl_wait() {
@@ -24,7 +26,9 @@ __device__ __forceinline__ void pdl_launch_dependents() {
 #endif
 }
 
-// kernel<<<grid, block, smem, stream>>>(args...) with programmatic stream serialization allowed.
+// kernel<<<grid, block, smem, stream>>>(args...) with programmatic stream serialization allowed (PDL
+// exists from compute capability 9.0; older GPUs get a plain launch, where the kernel's griddepcontrol
+// instructions compile to nothing).
 template <typename... KernelArgs, typename... Args>
 cudaError_t launch_with_pdl(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                             Args&&... args) {
@@ -37,7 +41,7 @@ cudaError_t launch_with_pdl(void (*kernel)(KernelArgs...), dim3 grid, dim3 block
   attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr.val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = &attr;
-  cfg.numAttrs = 1;
+  cfg.numAttrs = current_device_cc_major() >= 9 ? 1 : 0;
   return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
 }
 

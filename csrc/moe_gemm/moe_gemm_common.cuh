@@ -4,19 +4,11 @@
 #include <cuda_runtime.h>
 #include <cstdint>
 
+#include "common/device_info.h"   // current_device_cc_major: the launchers' arch checks
 #include "moe_gemm/moe_gemm.h"
 
 namespace k2k {
 namespace moe {
-
-// Compute-capability major of the current device (host; the launchers' arch checks). Queried per call:
-// a cheap attribute read, safe from any host thread and any device id.
-inline int current_device_cc_major() {
-  int dev = 0, major = 0;
-  cudaGetDevice(&dev);
-  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-  return major;
-}
 
 // Offsets are clamped to [0, M] so that any offsets (even decreasing or out of range) stay in bounds.
 __device__ __forceinline__ int64_t clamped_offset(const MoeGemmParams& p, int e) {
