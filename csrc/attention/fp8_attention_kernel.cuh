@@ -102,6 +102,19 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
+// Online softmax, one row, after a chunk: its row maximum mx (log2 domain, reduced over the row's lanes)
+// raises the running maximum m. Returns the exp2 base for the chunk's scores (0 while every score so far
+// is masked, which keeps exp2 finite) and sets alpha, the factor for the row's earlier sum l (applied
+// here) and O (by the caller).
+__device__ __forceinline__ float online_max_update(float& m, float& l, float mx, float& alpha) {
+  const float m_new = fmaxf(m, mx);
+  const float base = m_new == -INFINITY ? 0.f : m_new;
+  alpha = fast_exp2(m - base);
+  m = m_new;
+  l *= alpha;
+  return base;
+}
+
 // Streaming loads: the cache is read once per CTA group; do not keep it in L1.
 __device__ __forceinline__ uint4 ld_stream16(const uint8_t* p) {
   uint4 v;
@@ -273,11 +286,7 @@ __device__ __forceinline__ void compute_chunk(const Ctx<D, DVC>& x, const __nv_b
   for (int rr = 0; rr < 2; ++rr) {
     mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
     mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
-    const float m_new = fmaxf(m[rr], mx[rr]);
-    base[rr] = m_new == -INFINITY ? 0.f : m_new;   // all masked so far: keep exp2 finite
-    alpha[rr] = fast_exp2(m[rr] - base[rr]);
-    m[rr] = m_new;
-    l[rr] *= alpha[rr];
+    base[rr] = online_max_update(m[rr], l[rr], mx[rr], alpha[rr]);
   }
 #pragma unroll
   for (int nt = 0; nt < 2; ++nt)

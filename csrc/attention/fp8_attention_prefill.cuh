@@ -254,11 +254,7 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
           for (int rr = 0; rr < 2; ++rr) {
             mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
             mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
-            const float m_new = fmaxf(m[mt][rr], mx[rr]);
-            base[rr] = m_new == -INFINITY ? 0.f : m_new;
-            alpha[rr] = fast_exp2(m[mt][rr] - base[rr]);
-            m[mt][rr] = m_new;
-            l[mt][rr] *= alpha[rr];
+            base[rr] = online_max_update(m[mt][rr], l[mt][rr], mx[rr], alpha[rr]);
           }
 #pragma unroll
           for (int j = 0; j < C::kNT; ++j)

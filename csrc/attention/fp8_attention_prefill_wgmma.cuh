@@ -246,11 +246,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) fp8_attention_prefill_wgmma_ker
         for (int rr = 0; rr < 2; ++rr) {
           mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
           mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
-          const float m_new = fmaxf(m[rr], mx[rr]);
-          base[rr] = m_new == -INFINITY ? 0.f : m_new;
-          alpha[rr] = fast_exp2(m[rr] - base[rr]);
-          m[rr] = m_new;
-          l[rr] *= alpha[rr];
+          base[rr] = online_max_update(m[rr], l[rr], mx[rr], alpha[rr]);
         }
 #pragma unroll
         for (int i = 0; i < C::kSRegs; ++i) {

@@ -91,11 +91,7 @@ __device__ __forceinline__ void compute_chunk8(const Ctx<D, DVC>& x, const __hal
     mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 4));
     mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 8));
     mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 16));
-    const float m_new = fmaxf(m[rr], mx[rr]);
-    base[rr] = m_new == -INFINITY ? 0.f : m_new;
-    alpha[rr] = fast_exp2(m[rr] - base[rr]);
-    m[rr] = m_new;
-    l[rr] *= alpha[rr];
+    base[rr] = online_max_update(m[rr], l[rr], mx[rr], alpha[rr]);
   }
 #pragma unroll
   for (int e = 0; e < 4; ++e) {
