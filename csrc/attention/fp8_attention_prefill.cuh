@@ -382,14 +382,8 @@ int ctas_per_sm_prefill(int m_tiles, int warp_split) {
 
 template <int D, int MT, int WS>
 cudaError_t launch_prefill_cfg(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream) {
-  constexpr int kSmem = CfgP<D, MT, WS>::kSmemBytes;
-  auto kernel = fp8_attention_prefill_kernel<D, MT, WS>;
-  if (kSmem > 48 * 1024) {
-    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
-    if (e != cudaSuccess) return e;
-  }
-  kernel<<<dim3(static_cast<unsigned>(n_ctas)), kThreads, kSmem, stream>>>(p);
-  return cudaGetLastError();
+  return launch_prefill_kernel(fp8_attention_prefill_kernel<D, MT, WS>, n_ctas, kThreads, CfgP<D, MT, WS>::kSmemBytes, p,
+                               stream);
 }
 
 // p.prefill_m_tiles and p.prefill_warp_split pick the instantiation.

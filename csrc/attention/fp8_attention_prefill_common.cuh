@@ -111,5 +111,18 @@ __device__ __forceinline__ void prefill_write_row(const Fp8AttnParams& p, const 
     *reinterpret_cast<__nv_bfloat162*>(orow + j * 8 + 2 * t) = __floats2bfloat162_rn(o(j, 0) * f, o(j, 1) * f);
 }
 
+// Launch one of the prefill kernels on n_ctas CTAs with smem bytes of dynamic shared memory (the
+// opt-in raised first where it is over the default 48 KB).
+template <typename Kernel>
+cudaError_t launch_prefill_kernel(Kernel kernel, int64_t n_ctas, int threads, int smem, const Fp8AttnParams& p,
+                                  cudaStream_t stream) {
+  if (smem > 48 * 1024) {
+    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (e != cudaSuccess) return e;
+  }
+  kernel<<<dim3(static_cast<unsigned>(n_ctas)), threads, smem, stream>>>(p);
+  return cudaGetLastError();
+}
+
 }  // namespace attn
 }  // namespace k2k

@@ -296,12 +296,8 @@ __global__ void __launch_bounds__(kWgThreads, 1) fp8_attention_prefill_wgmma_ker
 
 template <int D, int kKeys>
 cudaError_t launch_prefill_wgmma_cfg(const Fp8AttnParams& p, int64_t n_ctas, cudaStream_t stream) {
-  constexpr int kSmem = CfgW<D, kKeys>::kSmemBytes;
-  auto kernel = fp8_attention_prefill_wgmma_kernel<D, kKeys>;
-  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
-  if (e != cudaSuccess) return e;
-  kernel<<<dim3(static_cast<unsigned>(n_ctas)), kWgThreads, kSmem, stream>>>(p);
-  return cudaGetLastError();
+  return launch_prefill_kernel(fp8_attention_prefill_wgmma_kernel<D, kKeys>, n_ctas, kWgThreads, CfgW<D, kKeys>::kSmemBytes,
+                               p, stream);
 }
 
 // p.prefill_wgmma = keys per chunk (the host sets it for sm_90 GPUs only): D 128 takes 64 or 96 (two
