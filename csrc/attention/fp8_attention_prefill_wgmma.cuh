@@ -39,11 +39,11 @@
 #error "k2kernels attention: build Hopper as sm_90a (the wgmma prefill kernel needs it); plain sm_90 would run an empty kernel"
 #endif
 
-#include <cute/arch/mma_sm90_desc.hpp>
 #include <cute/arch/mma_sm90_gmma.hpp>
 
 #include "attention/fp8_attention_kernel.cuh"
 #include "attention/fp8_attention_prefill_common.cuh"
+#include "common/wgmma.cuh"
 
 namespace k2k {
 namespace attn {
@@ -82,30 +82,6 @@ K2K_ATTN_WG_OP(96)
 K2K_ATTN_WG_OP(128)
 #undef K2K_ATTN_WG_OP
 
-// acc (N / 2 floats) = or += A (4 registers) x B (descriptor).
-template <int N, cute::SM90::GMMA::Major kMajorB, size_t... I>
-__device__ __forceinline__ void wg_mma(float* acc, const uint32_t (&a)[4], uint64_t desc, bool accumulate,
-                                       std::index_sequence<I...>) {
-  WgOp<N, kMajorB>::Op::fma(a[0], a[1], a[2], a[3], desc, acc[I]...,
-                            accumulate ? cute::SM90::GMMA::ScaleOut::One : cute::SM90::GMMA::ScaleOut::Zero);
-}
-
-// 128-byte-swizzle descriptor (see the header comment for the two uses).
-__device__ __forceinline__ uint64_t wg_descriptor(const void* smem, int leading_bytes, int stride_bytes) {
-  cute::GmmaDescriptor d;
-  d.desc_ = 0;
-  d.bitfield.start_address_ = static_cast<uint16_t>(static_cast<uint32_t>(__cvta_generic_to_shared(smem)) >> 4);
-  d.bitfield.leading_byte_offset_ = static_cast<uint16_t>(leading_bytes >> 4);
-  d.bitfield.stride_byte_offset_ = static_cast<uint16_t>(stride_bytes >> 4);
-  d.bitfield.base_offset_ = 0;
-  d.bitfield.layout_type_ = static_cast<uint8_t>(cute::SM90::GMMA::LayoutType::B128);
-  return d.desc_;
-}
-
-template <size_t... I>
-__device__ __forceinline__ void wg_fence(float* acc, std::index_sequence<I...>) {
-  (cute::warpgroup_fence_operand(acc[I]), ...);
-}
 #endif
 
 template <int D, int kKeys>
@@ -215,15 +191,16 @@ __global__ void __launch_bounds__(kWgThreads, 1) fp8_attention_prefill_wgmma_ker
       if (kb < wg_end && kb + kKeys > wg_begin) {     // warpgroup-uniform
         // ---- S = Q K^T
         float s[C::kSRegs];                           // s[4j + e]: row g + 8 (e >> 1), key 8j + 2t + (e & 1)
-        wg_fence(s, std::make_index_sequence<C::kSRegs>{});
+        wgmma_fence(s, std::make_index_sequence<C::kSRegs>{});
         cute::warpgroup_arrive();
 #pragma unroll
         for (int kk = 0; kk < C::kKS; ++kk)
-          wg_mma<kKeys, Major::K>(s, qf[kk], wg_descriptor(ks + (kk >> 2) * C::kBlockBytes + (kk & 3) * 32, 16, 1024),
-                                  kk > 0, std::make_index_sequence<C::kSRegs>{});
+          wgmma_rs<typename WgOp<kKeys, Major::K>::Op>(
+              s, qf[kk], sw128_descriptor(ks + (kk >> 2) * C::kBlockBytes + (kk & 3) * 32, 16, 1024), kk > 0,
+              std::make_index_sequence<C::kSRegs>{});
         cute::warpgroup_commit_batch();
         cute::warpgroup_wait<0>();
-        wg_fence(s, std::make_index_sequence<C::kSRegs>{});
+        wgmma_fence(s, std::make_index_sequence<C::kSRegs>{});
         // ---- online softmax (the mma.sync kernel's, per warp: rows g, g + 8)
         const bool unmasked = kb + kKeys <= warp_lim_min && unsigned(warp_end - 1 - kb) <= unsigned(p.window_left);
         float mx[2] = {-INFINITY, -INFINITY};
@@ -266,17 +243,17 @@ __global__ void __launch_bounds__(kWgThreads, 1) fp8_attention_prefill_wgmma_ker
           pf[kk][2] = pack_f16x2(s[8 * kk + 4], s[8 * kk + 5]);
           pf[kk][3] = pack_f16x2(s[8 * kk + 6], s[8 * kk + 7]);
         }
-        wg_fence(o, std::make_index_sequence<C::kORegs>{});
+        wgmma_fence(o, std::make_index_sequence<C::kORegs>{});
         cute::warpgroup_arrive();
 #pragma unroll
         for (int kk = 0; kk < C::kPS; ++kk)
-          wg_mma<D, Major::MN>(o, pf[kk], wg_descriptor(vs + kk * 2048, C::kBlockBytes, 1024), true,
-                               std::make_index_sequence<C::kORegs>{});
+          wgmma_rs<typename WgOp<D, Major::MN>::Op>(o, pf[kk], sw128_descriptor(vs + kk * 2048, C::kBlockBytes, 1024),
+                                                    true, std::make_index_sequence<C::kORegs>{});
         cute::warpgroup_commit_batch();
       }
       if (c + 1 < c_end) store(stage ^ 1, kr, vr);    // while the P V wgmmas run; stage ^ 1 was last read in chunk c - 1
       cute::warpgroup_wait<0>();                      // this chunk's P V done before the barrier frees its stage
-      wg_fence(o, std::make_index_sequence<C::kORegs>{});
+      wgmma_fence(o, std::make_index_sequence<C::kORegs>{});
       publish();
     }
 

@@ -47,9 +47,9 @@
 #error "k2kernels moe_gemm: build Hopper as sm_90a (the wgmma prefill kernel needs it); plain sm_90 would run an empty kernel"
 #endif
 
-#include <cute/arch/mma_sm90_desc.hpp>
 #include <cute/arch/mma_sm90_gmma.hpp>
 
+#include "common/wgmma.cuh"
 #include "moe_gemm/moe_gemm.h"
 #include "moe_gemm/moe_gemm_common.cuh"
 #include "moe_gemm/moe_gemm_mma.cuh"
@@ -94,25 +94,6 @@ template <>
 struct WgmmaOp<64> {
   using Op = cute::SM90::GMMA::MMA_64x64x16_F32BF16BF16_RS<cute::SM90::GMMA::Major::K, cute::SM90::GMMA::Major::K>;
 };
-
-// acc += A (4 registers) x B (descriptor): the CuTe atom takes its accumulators one by one.
-template <int kTok, size_t... I>
-__device__ __forceinline__ void wgmma_rs(float* acc, const uint32_t (&a)[4], uint64_t desc, std::index_sequence<I...>) {
-  WgmmaOp<kTok>::Op::fma(a[0], a[1], a[2], a[3], desc, acc[I]...);
-}
-
-// K-major operand in 128-byte swizzled rows (8-row groups 1024 bytes apart): the CuTe canonical
-// Swizzle<3,4,3> layout, leading byte offset unused (1), stride byte offset 1024.
-__device__ __forceinline__ uint64_t act_descriptor(const void* smem) {
-  cute::GmmaDescriptor d;
-  d.desc_ = 0;
-  d.bitfield.start_address_ = static_cast<uint16_t>(static_cast<uint32_t>(__cvta_generic_to_shared(smem)) >> 4);
-  d.bitfield.leading_byte_offset_ = 1;
-  d.bitfield.stride_byte_offset_ = 1024 >> 4;
-  d.bitfield.base_offset_ = 0;
-  d.bitfield.layout_type_ = static_cast<uint8_t>(cute::SM90::GMMA::LayoutType::B128);
-  return d.desc_;
-}
 
 // Pair q of a tiled-layout word (its nibbles q and q + 4: two consecutive K) as bf16x2 times the scale.
 __device__ __forceinline__ uint32_t dequant_pair(uint32_t w, int shift, uint32_t scale2) {
@@ -241,11 +222,13 @@ __global__ void __launch_bounds__(kTileThreads, 1) moe_gemm_wgmma_kernel(const M
 #pragma unroll
   for (int i = 0; i < Cfg::kAccRegs; ++i) cute::warpgroup_fence_operand(acc[i]);
   for (int s = 0; s < steps; ++s) {
-    const uint64_t desc0 = act_descriptor(smem + (s % kStages) * Cfg::kStageBytes);
+    // activations: K-major, 8-row groups 1024 bytes apart
+    const uint64_t desc0 = sw128_descriptor(smem + (s % kStages) * Cfg::kStageBytes, 16, 1024);
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       cute::warpgroup_arrive();
-      wgmma_rs<kTok>(acc, afrag[j], desc0 + 2 * j, std::make_index_sequence<Cfg::kAccRegs>{});  // +32 B per slice
+      wgmma_rs<typename WgmmaOp<kTok>::Op>(acc, afrag[j], desc0 + 2 * j, true,   // +32 B per slice
+                                           std::make_index_sequence<Cfg::kAccRegs>{});
       cute::warpgroup_commit_batch();
       if (j < 3) {
         load_codes(s, j + 1, cwA, cwB);                 // shared-memory latency under the wait
