@@ -24,8 +24,15 @@ __device__ __forceinline__ uint32_t order_key(float c) {
 }
 
 // 1 / (1 + e^-x) with the approximate divide (2 ulp; no IEEE-division slow path). e^-x = inf
-// (x <= -88.7) gives 0, as the reference's sigmoid does up to denormals.
-__device__ __forceinline__ float sigmoid(float x) { return __fdividef(1.f, 1.f + __expf(-sanitize(x))); }
+// (x <= -88.7) gives 0, as the reference's sigmoid does up to denormals. e^-x = 2^(-x log2 e) by
+// ex2.approx.ftz: the value __expf gives (one MUFU.EX2) except below 2^-126, where __expf's denormal
+// scaling (three more instructions) cannot change 1 + e^-x == 1. Only the NaN -> -FLT_MAX part of
+// sanitize matters here (+inf and FLT_MAX both give 1).
+__device__ __forceinline__ float sigmoid(float x) {
+  float e;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"(fmaxf(x, -FLT_MAX) * -1.4426950408889634f));
+  return __fdividef(1.f, 1.f + e);
+}
 
 __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
