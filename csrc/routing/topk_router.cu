@@ -56,7 +56,7 @@ constexpr int kMaxExperts = 1024;
 
 // Grouped top-k (n_group > 1) stages per warp: c [E] fp32, group keys [n_group] u32, keep flags [n_group] u8.
 constexpr int kGroupSmemMax = kWarps * (kMaxExperts * 4 + kMaxExperts * 4 + kMaxExperts);
-K2K_SMEM_BUDGET(topk_router, kGroupSmemMax + 8 * 33 * kWarps);   // + candidates (key, expert)
+K2K_SMEM_BUDGET(topk_router, kGroupSmemMax + 8 * 64 * kWarps);   // + candidates (key, expert) and trash
 
 // The logits of one token as one lane loads them: raw words, converted to float only when used, so the
 // next token's loads can be in flight while this token is scored and ranked. kVec = 4: kChunks words of
@@ -110,7 +110,7 @@ __device__ __forceinline__ int expert_of(int q, int lane) {
   return kVec == 1 ? q * 32 + lane : ((q / kVec) * 32 + lane) * kVec + (q % kVec);
 }
 
-// kTail = false: E == 32 * kVec * kChunks (e.g. E = 384 with kVec = 4, kChunks = 3): every lane's experts
+// kTail = false: E == 32 * kVec * kChunks (instantiated for E = 384 only: kVec = 4, kChunks = 3): every lane's experts
 // exist, no bounds checks. Up to 12 experts per lane: <= 64 registers, 8 blocks (32 warps) per SM; more
 // are left to the compiler (capping them at 64 spilled).
 template <typename T, int kVec, int kChunks, bool kTail>
@@ -119,9 +119,10 @@ topk_router_kernel(const T* __restrict__ logits, const float* __restrict__ bias,
                    int32_t* __restrict__ ids, int64_t num_tokens, int E, int top_k, int n_group, int topk_group,
                    bool softmax, bool renormalize, float scale) {
   constexpr int kPer = kVec * kChunks;
-  constexpr int kTrash = 32;                       // the slot non-candidates store to (branch-free compaction)
-  // Candidates (key, expert) for the rank loop's 8-byte loads.
-  __shared__ uint2 cand_all[kWarps][kTrash + 1];
+  // Candidates (key, expert) for the rank loop's 8-byte loads in slots 0..31; slot 32 + lane is the lane's
+  // own trash slot, where its non-candidates store (branch-free compaction without a write-write race).
+  constexpr int kTrash = 32;
+  __shared__ uint2 cand_all[kWarps][64];
   extern __shared__ __align__(16) unsigned char group_smem[];
 
   const int lane = threadIdx.x & 31;
@@ -268,9 +269,9 @@ topk_router_kernel(const T* __restrict__ logits, const float* __restrict__ bias,
       int pos = incl - n;
       __syncwarp();                                 // the previous token's readers of cand are done
 #pragma unroll
-      for (int q = 0; q < kPer; ++q) {             // no branch: non-candidates store to the trash slot
+      for (int q = 0; q < kPer; ++q) {             // no branch: non-candidates store to the trash slots
         const bool c = key[q] >= tau;
-        cand[c ? pos : kTrash] = make_uint2(key[q], uint32_t(expert_of<kVec>(q, lane)));
+        cand[c ? pos : kTrash + lane] = make_uint2(key[q], uint32_t(expert_of<kVec>(q, lane)));
         pos += c ? 1 : 0;
       }
       __syncwarp();
@@ -344,10 +345,15 @@ void launch_typed(const TopkRouterParams& p, int device, int64_t blocks, int sme
   int64_t entry = cached.load(std::memory_order_relaxed);
   if (entry == 0 || (entry >> 32) != smem) {
     int sms = 0, per_sm = 0;
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem);
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem) != cudaSuccess) {
+      (void)cudaGetLastError();                     // not this launch's error: fall back, do not cache;
+      sms = 132;                                    // any grid is correct (the kernel strides over tokens)
+      per_sm = 8;
+    } else {
+      cached.store((int64_t(smem) << 32) | (std::max(sms, 1) * std::max(per_sm, 1)), std::memory_order_relaxed);
+    }
     entry = (int64_t(smem) << 32) | (std::max(sms, 1) * std::max(per_sm, 1));
-    cached.store(entry, std::memory_order_relaxed);
   }
   const int grid = static_cast<int>(std::min<int64_t>(blocks, entry & 0xffffffff));
   kernel<<<grid, kThreads, smem, stream>>>(static_cast<const T*>(p.logits), p.bias, p.weights, p.ids, p.T, p.E,
