@@ -56,7 +56,7 @@ constexpr int kMaxExperts = 1024;
 
 // Grouped top-k (n_group > 1) stages per warp: c [E] fp32, group keys [n_group] u32, keep flags [n_group] u8.
 constexpr int kGroupSmemMax = kWarps * (kMaxExperts * 4 + kMaxExperts * 4 + kMaxExperts);
-K2K_SMEM_BUDGET(topk_router, kGroupSmemMax + 8 * 64 * kWarps);   // + candidates (key, expert) and trash
+K2K_SMEM_BUDGET(topk_router, kGroupSmemMax + 8 * 32 * kWarps);   // + candidates
 
 // The logits of one token as one lane loads them: raw words, converted to float only when used, so the
 // next token's loads can be in flight while this token is scored and ranked. kVec = 4: kChunks words of
@@ -119,15 +119,13 @@ topk_router_kernel(const T* __restrict__ logits, const float* __restrict__ bias,
                    int32_t* __restrict__ ids, int64_t num_tokens, int E, int top_k, int n_group, int topk_group,
                    bool softmax, bool renormalize, float scale) {
   constexpr int kPer = kVec * kChunks;
-  // Candidates (key, expert) for the rank loop's 8-byte loads in slots 0..31; slot 32 + lane is the lane's
-  // own trash slot, where its non-candidates store (branch-free compaction without a write-write race).
-  constexpr int kTrash = 32;
-  __shared__ uint2 cand_all[kWarps][64];
+  // Candidates (key << 32 | ~expert) for the rank loop's 8-byte loads.
+  __shared__ unsigned long long cand_all[kWarps][32];
   extern __shared__ __align__(16) unsigned char group_smem[];
 
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
-  uint2* cand = cand_all[warp];
+  unsigned long long* cand = cand_all[warp];
   auto exists = [&](int q) { return !kTail || expert_of<kVec>(q, lane) < E; };
 
   float b[kPer];
@@ -135,6 +133,8 @@ topk_router_kernel(const T* __restrict__ logits, const float* __restrict__ bias,
   for (int q = 0; q < kPer; ++q) b[q] = (bias != nullptr && exists(q)) ? sanitize(bias[expert_of<kVec>(q, lane)]) : 0.f;
 
   float* gc = reinterpret_cast<float*>(group_smem) + warp * E;
+  // every key of the token by expert, for step 2 (reuses gc: the group scores are read by then)
+  uint32_t* lane_keys = reinterpret_cast<uint32_t*>(group_smem) + warp * E;
   uint32_t* gkey = reinterpret_cast<uint32_t*>(group_smem + kWarps * E * 4) + warp * n_group;
   unsigned char* keep = group_smem + kWarps * (E * 4 + n_group * 4) + warp * n_group;
 
@@ -251,9 +251,10 @@ topk_router_kernel(const T* __restrict__ logits, const float* __restrict__ bias,
     }
     const uint32_t tau = max(w & ~31u, 1u);        // fewer than top_k lanes hold experts: take all
 
-    int n = 0;
+    uint32_t mask = 0;                              // bit q: key[q] is a candidate
 #pragma unroll
-    for (int q = 0; q < kPer; ++q) n += key[q] >= tau ? 1 : 0;
+    for (int q = 0; q < kPer; ++q) mask |= key[q] >= tau ? 1u << q : 0u;
+    const int n = __popc(mask);
     int incl = n;
 #pragma unroll
     for (int d = 1; d < 32; d <<= 1) {
@@ -266,26 +267,38 @@ topk_router_kernel(const T* __restrict__ logits, const float* __restrict__ bias,
     int rank = 0, sel_idx = 0;
     if (total <= 32) {
       // ---- 2. rank the candidates ----
+      // This lane's keys go to shared memory by expert (one 16-byte store per 4 experts) so that its
+      // candidates, usually 0-2 of its kPer, can be read back by their index q; a candidate enters the
+      // list as key << 32 | ~expert: one 64-bit compare orders by key, then by the lower expert.
       int pos = incl - n;
-      __syncwarp();                                 // the previous token's readers of cand are done
+      if constexpr (kVec == 4) {
 #pragma unroll
-      for (int q = 0; q < kPer; ++q) {             // no branch: non-candidates store to the trash slots
-        const bool c = key[q] >= tau;
-        cand[c ? pos : kTrash + lane] = make_uint2(key[q], uint32_t(expert_of<kVec>(q, lane)));
-        pos += c ? 1 : 0;
+        for (int i = 0; i < kChunks; ++i) {
+          const int e0 = (i * 32 + lane) * 4;
+          if (!kTail || e0 < E)
+            *reinterpret_cast<uint4*>(lane_keys + e0) = make_uint4(key[4 * i], key[4 * i + 1], key[4 * i + 2], key[4 * i + 3]);
+        }
+      } else {
+#pragma unroll
+        for (int q = 0; q < kPer; ++q)
+          if (exists(q)) lane_keys[expert_of<kVec>(q, lane)] = key[q];
+      }
+      __syncwarp();                                 // the previous token's readers of cand are done
+      while (mask != 0) {                           // as many rounds as the busiest lane has candidates
+        const int q = __ffs(mask) - 1;
+        mask &= mask - 1;
+        const int e = kVec == 1 ? q * 32 + lane : (q >> 2) * 128 + lane * 4 + (q & 3);
+        cand[pos++] = (static_cast<unsigned long long>(lane_keys[e]) << 32) | ~uint32_t(e);
       }
       __syncwarp();
       if (lane < total) {
-        const uint2 me = cand[lane];
+        const unsigned long long me = cand[lane];
         int r = 0;
-        for (int j = 0; j < total; ++j) {
-          const uint2 o = cand[j];
-          r += (o.x > me.x || (o.x == me.x && o.y < me.y)) ? 1 : 0;
-        }
+        for (int j = 0; j < total; ++j) r += cand[j] > me ? 1 : 0;
         if (r < top_k) {
           selected = true;
           rank = r;
-          sel_idx = int(me.y);
+          sel_idx = int(~uint32_t(me));
         }
       }
     } else {
@@ -385,7 +398,8 @@ void dispatch(const TopkRouterParams& p, bool vec4, int device, int64_t blocks, 
 }  // namespace
 
 int topk_router_smem_bytes(const TopkRouterParams& p) {
-  return p.n_group > 1 ? kWarps * (p.E * 4 + p.n_group * 4 + p.n_group) : 0;
+  // the keys by expert (and, grouped, the scores in the same place plus the group keys and flags)
+  return p.n_group > 1 ? kWarps * (p.E * 4 + p.n_group * 4 + p.n_group) : kWarps * p.E * 4;
 }
 
 void launch_topk_router(const TopkRouterParams& p, int device, cudaStream_t stream) {

@@ -30,7 +30,7 @@ struct TopkRouterParams {
 // n_group == 1 unless p.kernel says otherwise; the warp-per-token kernel everything else.
 constexpr int64_t kBlockPathMaxT = 256;
 
-// Dynamic shared memory the launch needs (0 unless n_group > 1), so the caller can check it
+// Dynamic shared memory the launch needs (the warp kernel: 16 B per expert, more with n_group > 1), so the caller can check it
 // against the device's opt-in limit before launching.
 int topk_router_smem_bytes(const TopkRouterParams& p);
 
