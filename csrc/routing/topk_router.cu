@@ -12,16 +12,19 @@
 //   1. tau = (about) the k-th largest of the 32 lane maxima (k rounds of redux.max over one value per
 //      lane, lane ids in the low bits so one lane leaves per round). k distinct elements are >= tau, so
 //      the top-k set lies inside {key >= tau}.
-//   2. Usually <= 32 elements pass (on random rows about k..2k are expected): they are compacted into
-//      shared memory without branches and each lane ranks one candidate against the others (exact,
-//      tie -> lower index).
+//   2. Usually <= 32 elements pass (on random rows about k..2k are expected): each lane marks its
+//      candidates in a bit mask, stores its keys to shared memory by expert, and appends its candidates
+//      (key << 32 | ~expert) to a per-warp list at its prefix-sum position, one per round of a bit loop;
+//      then each lane ranks one candidate against the others with 64-bit compares (exact, tie -> lower
+//      index).
 //   3. Otherwise (e.g. all-equal logits) k rounds of warp argmax over the registers.
 //   4. The selected lanes recompute their score from the logit and write the outputs.
 // That avoids k full rescans of every lane's registers (k * E / 32 compare-selects per lane), which
 // by instruction count would dominate the kernel at E = 384, k = 8 and T = 16384.
 //
 // Large T is issue-bound, not bandwidth-bound (Nsight Compute at T = 16384, twelfth session: 787 warp
-// instructions per token before steps 1, 2 and 4 took their present form), so the kernel counts
+// instructions per token before steps 1, 2 and 4 took their present form, 574 after, ~485 (SASS estimate)
+// since step 2's bit loop), so the kernel counts
 // instructions: no bounds checks when E fills the lanes exactly (kTail = false, E = 384), the next
 // token's logits loaded while the current one is ranked, and one wave of resident blocks.
 //
