@@ -229,7 +229,8 @@ topk_router_kernel(const T* __restrict__ logits, const float* __restrict__ bias,
           keep[bg] = 1;
         }
       }
-      __syncwarp();
+      __syncwarp();                                 // keep[] is final; the group owners' reads of gc are
+                                                    // done before step 2 stores the keys over it
 #pragma unroll
       for (int q = 0; q < kPer; ++q) {
         const int e = expert_of<kVec>(q, lane);
@@ -270,8 +271,8 @@ topk_router_kernel(const T* __restrict__ logits, const float* __restrict__ bias,
     int rank = 0, sel_idx = 0;
     if (total <= 32) {
       // ---- 2. rank the candidates ----
-      // This lane's keys go to shared memory by expert (one 16-byte store per 4 experts) so that its
-      // candidates, usually 0-2 of its kPer, can be read back by their index q; a candidate enters the
+      // This lane's keys go to shared memory by expert (kVec = 4: one 16-byte store per 4 experts) so that its
+      // candidates, usually 0-2 of its kPer, can be read back by expert index; a candidate enters the
       // list as key << 32 | ~expert: one 64-bit compare orders by key, then by the lower expert.
       int pos = incl - n;
       if constexpr (kVec == 4) {
@@ -352,6 +353,9 @@ topk_router_kernel(const T* __restrict__ logits, const float* __restrict__ bias,
 template <typename T, int kVec, int kChunks, bool kTail>
 void launch_typed(const TopkRouterParams& p, int device, int64_t blocks, int smem, cudaStream_t stream) {
   auto kernel = topk_router_kernel<T, kVec, kChunks, kTail>;
+  // The grid is sized for the instantiation's largest key area (every E it serves with n_group == 1), so
+  // callers alternating E within one instantiation keep hitting the cache; grouped calls use their own.
+  const int fit_smem = p.n_group > 1 ? smem : kWarps * 32 * kVec * kChunks * 4;
   // The kernel loops over tokens with the next row's loads in flight: one wave of resident blocks is
   // enough. Resident blocks for this instantiation and shared memory size, cached per device as one
   // atomic (smem << 32 | blocks), so concurrent callers never read half an entry (the decode path may
@@ -359,17 +363,17 @@ void launch_typed(const TopkRouterParams& p, int device, int64_t blocks, int sme
   static std::atomic<int64_t> fit[64];
   std::atomic<int64_t>& cached = fit[device & 63];
   int64_t entry = cached.load(std::memory_order_relaxed);
-  if (entry == 0 || (entry >> 32) != smem) {
+  if (entry == 0 || (entry >> 32) != fit_smem) {
     int sms = 0, per_sm = 0;
     if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem) != cudaSuccess) {
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, fit_smem) != cudaSuccess) {
       (void)cudaGetLastError();                     // not this launch's error: fall back, do not cache;
       sms = 132;                                    // any grid is correct (the kernel strides over tokens)
       per_sm = 8;
     } else {
-      cached.store((int64_t(smem) << 32) | (std::max(sms, 1) * std::max(per_sm, 1)), std::memory_order_relaxed);
+      cached.store((int64_t(fit_smem) << 32) | (std::max(sms, 1) * std::max(per_sm, 1)), std::memory_order_relaxed);
     }
-    entry = (int64_t(smem) << 32) | (std::max(sms, 1) * std::max(per_sm, 1));
+    entry = (int64_t(fit_smem) << 32) | (std::max(sms, 1) * std::max(per_sm, 1));
   }
   const int grid = static_cast<int>(std::min<int64_t>(blocks, entry & 0xffffffff));
   kernel<<<grid, kThreads, smem, stream>>>(static_cast<const T*>(p.logits), p.bias, p.weights, p.ids, p.T, p.E,
