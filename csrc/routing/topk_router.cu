@@ -291,7 +291,7 @@ topk_router_kernel(const T* __restrict__ logits, const float* __restrict__ bias,
       while (mask != 0) {                           // as many rounds as the busiest lane has candidates
         const int q = __ffs(mask) - 1;
         mask &= mask - 1;
-        const int e = kVec == 1 ? q * 32 + lane : (q >> 2) * 128 + lane * 4 + (q & 3);
+        const int e = kVec == 1 ? q * 32 + lane : (q >> 2) * 128 + lane * 4 + (q & 3);   // expert_of, q >= 0
         cand[pos++] = (static_cast<unsigned long long>(lane_keys[e]) << 32) | ~uint32_t(e);
       }
       __syncwarp();
