@@ -366,7 +366,7 @@ def test_warp_kernel_beyond_one_wave(scoring, dtype):
     that no warp takes a second token, and matching the reference. E = 384 runs the variant without
     bounds checks."""
     E, k = 384, 8
-    T = 3 * 32 * 8 * torch.cuda.get_device_properties(0).multi_processor_count + 123   # > 3 waves
+    T = 3 * 32 * 8 * torch.cuda.get_device_properties(0).multi_processor_count + 123   # 24 waves of 32 x SMs
     logits, bias = make_inputs(T, E, True, dtype=dtype, device="cuda", seed=11)
     _poison_allocator(T * k * 4)
     w, ids = call(op, logits, bias, k, scoring, 1, 1)
