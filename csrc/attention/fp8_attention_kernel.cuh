@@ -115,6 +115,14 @@ __device__ __forceinline__ float online_max_update(float& m, float& l, float mx,
   return base;
 }
 
+// The same for a row of an m16n8 MMA fragment, whose scores are spread over the 4 lanes of a quad: mx is
+// this lane's maximum, reduced over the quad first.
+__device__ __forceinline__ float quad_max_update(float& m, float& l, float mx, float& alpha) {
+  mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+  mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+  return online_max_update(m, l, mx, alpha);
+}
+
 // Streaming loads: the cache is read once per CTA group; do not keep it in L1.
 __device__ __forceinline__ uint4 ld_stream16(const uint8_t* p) {
   uint4 v;
@@ -284,9 +292,7 @@ __device__ __forceinline__ void compute_chunk(const Ctx<D, DVC>& x, const __nv_b
   float alpha[2], base[2];
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
-    mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
-    mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
-    base[rr] = online_max_update(m[rr], l[rr], mx[rr], alpha[rr]);
+    base[rr] = quad_max_update(m[rr], l[rr], mx[rr], alpha[rr]);
   }
 #pragma unroll
   for (int nt = 0; nt < 2; ++nt)

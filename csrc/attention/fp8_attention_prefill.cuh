@@ -252,9 +252,7 @@ __global__ void __launch_bounds__(kThreads, 2) fp8_attention_prefill_kernel(cons
           float alpha[2], base[2];
 #pragma unroll
           for (int rr = 0; rr < 2; ++rr) {
-            mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
-            mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
-            base[rr] = online_max_update(m[mt][rr], l[mt][rr], mx[rr], alpha[rr]);
+            base[rr] = quad_max_update(m[mt][rr], l[mt][rr], mx[rr], alpha[rr]);
           }
 #pragma unroll
           for (int j = 0; j < C::kNT; ++j)

@@ -221,9 +221,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) fp8_attention_prefill_wgmma_ker
         float alpha[2], base[2];
 #pragma unroll
         for (int rr = 0; rr < 2; ++rr) {
-          mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
-          mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
-          base[rr] = online_max_update(m[rr], l[rr], mx[rr], alpha[rr]);
+          base[rr] = quad_max_update(m[rr], l[rr], mx[rr], alpha[rr]);
         }
 #pragma unroll
         for (int i = 0; i < C::kSRegs; ++i) {
