@@ -2,6 +2,7 @@
 the PyTorch reference composite and its torch.compile version, in one process, on one GPU.
 
     python3 benchmarks/bench_router.py [--quick] [--json out.json]
+    python3 benchmarks/bench_router.py --kernels     # each router kernel forced, large and small T
 
 Timing (/work/shared/docs/gpu.md): every timed call is a CUDA-graph replay of ONE call, preceded by
 READING a 256 MB buffer (evicts L2 without dirty lines; the flush is enqueued first so the GPU is busy
@@ -105,9 +106,40 @@ def safe(fn):
         return float("nan")
 
 
+def kernel_sweep(timer):
+    """Each router kernel forced (K2K_ROUTER_KERNEL, read at capture): large T cold / warm (10 calls per
+    graph) next to a read of the logits, and small T warm / after a plain kernel. The twelfth session
+    measured its tables with this code (then exp_run/router_big.py and exp_run/router_small.py)."""
+    bias = torch.randn(E, device="cuda") * 0.1
+    tiny = torch.zeros(1, device="cuda")
+    floor = timer.warm_us(lambda: tiny.add_(1))
+    print(f"{'dtype':<9}{'T':>6}{'kernel':>7}{'cold':>8}{'warm':>8}{'read':>8}{'4.2TB/s':>9}", flush=True)
+    for dtype in (torch.float32, torch.bfloat16):
+        for T in (4096, 16384, 65536):
+            logits = torch.randn(T, E, device="cuda").to(dtype)
+            read = timer.cold_us(lambda: logits.sum())
+            ideal = (logits.numel() * logits.element_size() + T * K * 8) / (COPY_TBS * 1e6)
+            for kern in ("warp", "block"):
+                os.environ["K2K_ROUTER_KERNEL"] = kern
+                f = lambda: OPS.topk_router(logits, bias, K, "sigmoid", 1, 1, True, RSF)  # noqa: E731
+                print(f"{str(dtype)[6:]:<9}{T:>6}{kern:>7}{timer.cold_us(f):>8.2f}"
+                      f"{timer.warm_us(f, calls=10, iters=10):>8.2f}{read:>8.2f}{ideal:>9.2f}", flush=True)
+    print(f"one 1-element torch kernel, warm: {floor:.2f} us", flush=True)
+    print(f"{'T':>5}{'kernel':>7}{'warm':>8}{'after plain':>12}", flush=True)
+    for kern in ("block", "warp"):
+        os.environ["K2K_ROUTER_KERNEL"] = kern
+        for T in (1, 2, 4, 8, 16, 64, 256):
+            logits = torch.randn(T, E, device="cuda")
+            f = lambda: OPS.topk_router(logits, bias, K, "sigmoid", 1, 1, True, RSF)  # noqa: E731
+            after = timer.warm_us(lambda: (tiny.add_(1), f())) - floor
+            print(f"{T:>5}{kern:>7}{timer.warm_us(f):>8.2f}{after:>12.2f}", flush=True)
+    os.environ.pop("K2K_ROUTER_KERNEL")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--kernels", action="store_true", help="each router kernel forced, large and small T")
     ap.add_argument("--json", default=None)
     ap.add_argument("--profile", type=int, default=0, help="just run the Kimi router at this T (for ncu)")
     args = ap.parse_args()
@@ -120,6 +152,9 @@ def main():
         torch.cuda.synchronize()
         return
     timer = Timer()
+    if args.kernels:
+        kernel_sweep(timer)
+        return
     tokens = (1, 8, 64, 512, 16384) if args.quick else TOKENS
     bias = torch.randn(E, device="cuda") * 0.1
     compiled = torch.compile(ref_router, dynamic=True)
