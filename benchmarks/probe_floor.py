@@ -1,19 +1,23 @@
-"""How fast can ANY fused_moe reach at T = 1, in bench_fused_moe.py's own timing method? (issue 7)
+"""What a call that does NO math costs in our benchmarks' own timing method: the floors behind issue 7's
+decode target and issue 5's large-T router target.
 
-Issue 7's decode target is 1.15 x the weight-bytes floor: 198 MB (8 experts' NVFP4 gate_up + down with
-their scales) at 4.2 TB/s = 47.2 us, so <= 54.3 us per call. This probe measures, with the same timer
-(one CUDA-graph replay after reading 256 MB, CUDA events, median), what a call costs that does NO math:
+Same timer as bench_fused_moe.py / bench_router.py: one CUDA-graph replay after reading 256 MB,
+CUDA events, median. The probe kernel reads 16-byte words with 8 loads in flight per thread.
 
+`layer` (issue 7): the target is 1.15 x the weight-bytes floor: 198 MB (8 experts' NVFP4 gate_up + down
+with their scales) at 4.2 TB/s = 47.2 us, so <= 54.3 us per call.
   launch     a 1-element torch kernel: the method's fixed cost for a graph of one kernel;
   stream     one kernel reading exactly the 8 experts' bytes (expert ids already in device memory);
   chain      k2kernels' topk_router + moe_align at T = 1, then the same stream kernel reading the experts
              the router picked (the reads cannot start before routing has finished).
+`chain` is a lower bound for a fused_moe built from these router / align kernels and GEMMs that read each
+weight byte once at the probe's rate; the real op also dequantizes, multiplies, applies SiLU, combines.
 
-`chain` is a lower bound for a fused_moe built from these router / align kernels and a GEMM that reads
-each weight byte once at the stream kernel's rate; the real op also dequantizes, multiplies, applies
-SiLU and combines.
+`router` (issue 5): the target is 2 x the time to read the logits once at 4.2 TB/s; this reads the
+logits of T tokens (E = 384, fp32 and bf16) once with the probe kernel, next to the router itself.
 
-    python3 benchmarks/probe_layer_floor.py        # H200; builds the routing family and a small probe kernel
+    python3 benchmarks/probe_floor.py layer      # H200; builds a small probe kernel (and the routing family)
+    python3 benchmarks/probe_floor.py router
 """
 from __future__ import annotations
 
@@ -115,10 +119,13 @@ class Timer:
         return statistics.median(times)
 
 
-def main():
-    mod = load_inline("k2k_probe_layer_floor", cpp_sources="void stream(torch::Tensor gate_up, torch::Tensor down, "
+def build_probe():
+    return load_inline("k2k_probe_floor", cpp_sources="void stream(torch::Tensor gate_up, torch::Tensor down, "
                       "torch::Tensor ids, int64_t blocks, torch::Tensor sink);", cuda_sources=CUDA_SRC,
                       functions=["stream"], extra_cuda_cflags=["-O3"], verbose=False)
+
+
+def layer(mod, timer):
     torch.manual_seed(0)
     # Every expert's bytes, as a real layer holds them (9.5 GB): random, so nothing is special about them.
     gate_up = torch.randint(0, 256, (E, GATE_UP_BYTES), dtype=torch.uint8, device="cuda")
@@ -130,7 +137,6 @@ def main():
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     layer_bytes = TOPK * (GATE_UP_BYTES + DOWN_BYTES)
     floor = layer_bytes / (COPY_TBS * 1e6)
-    timer = Timer()
     tiny = torch.zeros(1, device="cuda")
 
     def chain(blocks):
@@ -148,6 +154,33 @@ def main():
         st = timer.cold_us(lambda: mod.stream(gate_up, down, fixed_ids, blocks, sink))
         ch = timer.cold_us(lambda: chain(blocks))
         print(f"{per_sm:>9}{st:>11.2f}{layer_bytes / st / 1e6:>7.2f}{ch:>10.2f}{ch / floor:>9.3f}", flush=True)
+
+
+def router(mod, timer):
+    torch.manual_seed(0)
+    bias = torch.randn(E, device="cuda") * 0.1
+    sink = torch.zeros(4096, dtype=torch.int32, device="cuda")
+    slot = torch.zeros(1, dtype=torch.int32, device="cuda")
+    none = torch.empty(1, 0, dtype=torch.uint8, device="cuda")
+    blocks = torch.cuda.get_device_properties(0).multi_processor_count * 4
+    print(f"{'dtype':<9}{'T':>6}{'read us':>9}{'TB/s':>7}{'router us':>11}{'x read':>8}{'4.2TB/s us':>12}", flush=True)
+    for dtype in (torch.float32, torch.bfloat16):
+        for T in (4096, 16384, 65536):
+            logits = torch.randn(T, E, device="cuda").to(dtype)
+            raw = logits.view(torch.uint8).reshape(1, -1)
+            read = timer.cold_us(lambda: mod.stream(raw, none, slot, blocks, sink))
+            ours = timer.cold_us(lambda: OPS.topk_router(logits, bias, TOPK, "sigmoid", 1, 1, True, RSF))
+            nbytes = raw.numel()
+            print(f"{str(dtype)[6:]:<9}{T:>6}{read:>9.2f}{nbytes / read / 1e6:>7.2f}{ours:>11.2f}{ours / read:>8.2f}"
+                  f"{nbytes / (COPY_TBS * 1e6):>12.2f}", flush=True)
+
+
+def main():
+    what = sys.argv[1] if len(sys.argv) > 1 else "layer"
+    if what not in ("layer", "router"):
+        raise SystemExit(f"usage: probe_floor.py [layer|router]; got {what!r}")
+    mod, timer = build_probe(), Timer()
+    (layer if what == "layer" else router)(mod, timer)
 
 
 if __name__ == "__main__":
