@@ -179,6 +179,8 @@ def main():
     what = sys.argv[1] if len(sys.argv) > 1 else "layer"
     if what not in ("layer", "router"):
         raise SystemExit(f"usage: probe_floor.py [layer|router]; got {what!r}")
+    if not torch.cuda.is_available():
+        raise SystemExit("probe_floor.py measures a GPU: no CUDA device is visible")
     mod, timer = build_probe(), Timer()
     (layer if what == "layer" else router)(mod, timer)
 
