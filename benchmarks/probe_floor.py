@@ -1,8 +1,9 @@
 """What a call that does NO math costs in our benchmarks' own timing method: the floors behind issue 7's
 decode target and issue 5's large-T router target.
 
-Same timer as bench_fused_moe.py / bench_router.py: one CUDA-graph replay after reading 256 MB,
-CUDA events, median. The probe kernel reads 16-byte words with 8 loads in flight per thread.
+Timer: bench_router.py's `Timer.cold_us` (one CUDA-graph replay after reading 256 MB, CUDA events,
+median; bench_fused_moe.py times the same way). The probe kernel reads 16-byte words, 8 per loop
+iteration per thread (ptxas keeps about 4 of them in flight: the floor it gives is, if anything, high).
 
 `layer` (issue 7): the target is 1.15 x the weight-bytes floor: 198 MB (8 experts' NVFP4 gate_up + down
 with their scales) at 4.2 TB/s = 47.2 us, so <= 54.3 us per call.
@@ -10,11 +11,14 @@ with their scales) at 4.2 TB/s = 47.2 us, so <= 54.3 us per call.
   stream     one kernel reading exactly the 8 experts' bytes (expert ids already in device memory);
   chain      k2kernels' topk_router + moe_align at T = 1, then the same stream kernel reading the experts
              the router picked (the reads cannot start before routing has finished).
-`chain` is a lower bound for a fused_moe built from these router / align kernels and GEMMs that read each
-weight byte once at the probe's rate; the real op also dequantizes, multiplies, applies SiLU, combines.
+`chain` is what routing with these router / align kernels and then reading each weight byte once costs;
+the real op also dequantizes, multiplies, applies SiLU and combines. The reader here is launched plainly
+after moe_align; fused_moe launches its GEMM with programmatic dependent launch, which can hide part of
+the gap between align and the first weight read, so `chain` is not a strict lower bound.
 
 `router` (issue 5): the target is 2 x the time to read the logits once at 4.2 TB/s; this reads the
-logits of T tokens (E = 384, fp32 and bf16) once with the probe kernel, next to the router itself.
+logits of T tokens (E = 384, fp32 and bf16) once with the probe kernel (no outputs written), next to
+the router itself.
 
     python3 benchmarks/probe_floor.py layer      # H200; builds a small probe kernel (and the routing family)
     python3 benchmarks/probe_floor.py router
@@ -22,14 +26,15 @@ logits of T tokens (E = 384, fp32 and bf16) once with the probe kernel, next to 
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 
 import torch
 from torch.utils.cpp_extension import load_inline
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
 import k2kernels  # noqa: E402,F401
+from bench_router import Timer  # noqa: E402  (the same timing method as the benchmarks)
 
 OPS = torch.ops.k2kernels
 H, I, E, TOPK, RSF = 7168, 2048, 384, 8, 2.827
@@ -37,7 +42,7 @@ GATE_UP_BYTES = 2 * I * H // 2 + 2 * I * H // 16    # e2m1 codes + one e4m3 scal
 DOWN_BYTES = H * I // 2 + H * I // 16
 COPY_TBS = 4.2
 
-# Reads the selected experts' bytes as 16-byte words, 8 loads in flight per thread, and folds them into
+# Reads the selected experts' bytes as 16-byte words, 8 loads per iteration per thread, and folds them into
 # one word per block (conditionally written, so the loads cannot be removed). Expert ids come from device
 # memory; `blocks` (a multiple of the 8 slots) are split evenly over the slots.
 CUDA_SRC = r"""
@@ -80,8 +85,16 @@ __global__ void __launch_bounds__(512) stream_experts(const uint8_t* gate_up, co
 }
 
 void stream(torch::Tensor gate_up, torch::Tensor down, torch::Tensor ids, int64_t blocks, torch::Tensor sink) {
-  TORCH_CHECK(ids.scalar_type() == torch::kInt32 && ids.is_contiguous(), "ids: int32, contiguous");
-  TORCH_CHECK(sink.numel() >= blocks, "sink: one word per block");
+  for (const auto* t : {&gate_up, &down, &ids, &sink})
+    TORCH_CHECK(t->is_cuda() && t->is_contiguous(), "stream: every tensor must be a contiguous CUDA tensor");
+  TORCH_CHECK(gate_up.scalar_type() == torch::kUInt8 && down.scalar_type() == torch::kUInt8 && gate_up.dim() == 2 &&
+              down.dim() == 2 && gate_up.size(0) == down.size(0), "gate_up, down: uint8 [experts, bytes each]");
+  TORCH_CHECK(gate_up.size(1) % 16 == 0 && down.size(1) % 16 == 0, "gate_up, down: bytes per expert must be a multiple of 16");
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(gate_up.data_ptr()) % 16 == 0 &&
+              (down.numel() == 0 || reinterpret_cast<uintptr_t>(down.data_ptr()) % 16 == 0), "gate_up, down: 16-byte aligned");
+  TORCH_CHECK(ids.scalar_type() == torch::kInt32 && ids.numel() > 0, "ids: int32, at least one expert");
+  TORCH_CHECK(blocks > 0 && blocks % ids.numel() == 0, "blocks: a positive multiple of ids.numel() (blocks are split evenly over the experts)");
+  TORCH_CHECK(sink.scalar_type() == torch::kInt32 && sink.numel() >= blocks, "sink: int32, one word per block");
   const dim3 grid(static_cast<unsigned>(blocks / ids.numel()), static_cast<unsigned>(ids.numel()));
   stream_experts<<<grid, 512, 0, at::cuda::getCurrentCUDAStream()>>>(
       gate_up.data_ptr<uint8_t>(), down.data_ptr<uint8_t>(), ids.data_ptr<int>(),
@@ -89,34 +102,6 @@ void stream(torch::Tensor gate_up, torch::Tensor down, torch::Tensor ids, int64_
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 """
-
-
-class Timer:
-    """bench_fused_moe.py's method: one graph replay after reading 256 MB (no dirty lines in L2), events, median."""
-
-    def __init__(self):
-        self.flush_buf = torch.empty(256 * 2 ** 20 // 4, dtype=torch.float32, device="cuda").uniform_()
-
-    def cold_us(self, fn, iters=50):
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(3):
-                fn()
-        torch.cuda.current_stream().wait_stream(s)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            fn()
-        times = []
-        for _ in range(iters):
-            self.sink = self.flush_buf.sum()
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            g.replay()
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b) * 1e3)
-        return statistics.median(times)
 
 
 def build_probe():
@@ -177,8 +162,8 @@ def router(mod, timer):
 
 def main():
     what = sys.argv[1] if len(sys.argv) > 1 else "layer"
-    if what not in ("layer", "router"):
-        raise SystemExit(f"usage: probe_floor.py [layer|router]; got {what!r}")
+    if what not in ("layer", "router") or len(sys.argv) > 2:
+        raise SystemExit(f"usage: probe_floor.py [layer|router]; got {sys.argv[1:]!r}")
     if not torch.cuda.is_available():
         raise SystemExit("probe_floor.py measures a GPU: no CUDA device is visible")
     mod, timer = build_probe(), Timer()
