@@ -34,6 +34,7 @@ from torch.utils.cpp_extension import load_inline
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 import k2kernels  # noqa: E402,F401
+from k2kernels._paths import csrc_dir  # noqa: E402
 from bench_router import Timer  # noqa: E402  (the same timing method as the benchmarks)
 
 OPS = torch.ops.k2kernels
@@ -50,12 +51,9 @@ CUDA_SRC = r"""
 #include <cuda_runtime.h>
 #include <ATen/cuda/CUDAContext.h>
 
-__device__ __forceinline__ uint4 ld_stream(const uint4* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
-  return v;
-}
+#include "moe_gemm/moe_gemm_mma.cuh"   // ld_stream_u4: the decode GEMM's own streaming load
+
+using k2k::moe::ld_stream_u4;
 
 __global__ void __launch_bounds__(512) stream_experts(const uint8_t* gate_up, const uint8_t* down, const int* ids,
                                                       long long gu_bytes, long long dn_bytes, uint32_t* sink) {
@@ -72,13 +70,13 @@ __global__ void __launch_bounds__(512) stream_experts(const uint8_t* gate_up, co
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       const long long x = w + j * stride;
-      v[j] = ld_stream(x < gu_words ? gu + x : dn + (x - gu_words));
+      v[j] = ld_stream_u4(x < gu_words ? gu + x : dn + (x - gu_words));
     }
 #pragma unroll
     for (int j = 0; j < 8; ++j) acc ^= v[j].x ^ v[j].y ^ v[j].z ^ v[j].w;
   }
   for (; w < total; w += stride) {
-    const uint4 v = ld_stream(w < gu_words ? gu + w : dn + (w - gu_words));
+    const uint4 v = ld_stream_u4(w < gu_words ? gu + w : dn + (w - gu_words));
     acc ^= v.x ^ v.y ^ v.z ^ v.w;
   }
   if (acc == 0x9e3779b9u) sink[blockIdx.y * gridDim.x + blockIdx.x] = acc;   // almost never; keeps the loads
@@ -107,7 +105,8 @@ void stream(torch::Tensor gate_up, torch::Tensor down, torch::Tensor ids, int64_
 def build_probe():
     return load_inline("k2k_probe_floor", cpp_sources="void stream(torch::Tensor gate_up, torch::Tensor down, "
                       "torch::Tensor ids, int64_t blocks, torch::Tensor sink);", cuda_sources=CUDA_SRC,
-                      functions=["stream"], extra_cuda_cflags=["-O3"], verbose=False)
+                      functions=["stream"], extra_cuda_cflags=["-O3"], extra_include_paths=[str(csrc_dir())],
+                      verbose=False)
 
 
 def layer(mod, timer):
